@@ -1,0 +1,141 @@
+"""Settings: one object, read once from the environment (DOCINTEL_*).
+
+Nothing reads the environment after this; the server, the workers and the CLI
+all receive a `Settings`. Tests build one directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_config_path, user_data_path
+
+from docintel.core.errors import DocintelError
+
+DEFAULT_USERS = "demo:demo"
+
+
+class ConfigError(DocintelError):
+    """A setting has an invalid value."""
+
+    code = "invalid_setting"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: user_data_path("docintel"))
+    host: str = "127.0.0.1"
+    port: int = 8000
+    users: Mapping[str, str] = field(default_factory=lambda: {"demo": "demo"}, repr=False)
+    users_are_default: bool = True
+    jwt_secret: str | None = field(default=None, repr=False)
+    token_ttl: int = 3600
+    analyzer: str = "auto"
+    model: str = "gpt-4.1"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_timeout: float = 60.0
+    workers: int = 1
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_files_per_upload: int = 20
+    # Extraction runs in a child process bounded by these (see README, Reliability).
+    extract_timeout: float = 60.0
+    extract_memory_mb: int = 1024
+    max_pages: int = 2000
+    max_text_chars: int = 2_000_000
+    # Text beyond this is sampled before it is sent to the LLM (see analysis/prompt.py).
+    max_prompt_chars: int = 100_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read DOCINTEL_* (and OPENAI_*) variables; keyword overrides win (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in ("users", "users_are_default"):
+                continue
+            name = _env_name(f.name)
+            if name in env and env[name] != "":
+                values[f.name] = _coerce(f.name, env[name], f.type)
+        raw_users = env.get("DOCINTEL_USERS", "")
+        values["users"] = parse_users(raw_users or DEFAULT_USERS)
+        values["users_are_default"] = not raw_users
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.analyzer not in ("auto", "openai", "offline"):
+            raise ConfigError("DOCINTEL_ANALYZER must be one of auto, openai, offline.")
+        if self.workers < 1:
+            raise ConfigError("DOCINTEL_WORKERS must be at least 1.")
+        if self.max_upload_bytes < 1:
+            raise ConfigError("DOCINTEL_MAX_UPLOAD_BYTES must be positive.")
+        if not self.users:
+            raise ConfigError("DOCINTEL_USERS names no user.")
+
+    @property
+    def analyzer_name(self) -> str:
+        """The analyzer actually used: `auto` means openai only when a key is set."""
+        if self.analyzer == "auto":
+            return "openai" if self.openai_api_key else "offline"
+        return self.analyzer
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "docintel.db"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Partial uploads stream here, on the same filesystem as uploads/."""
+        return self.data_dir / "incoming"
+
+
+def _env_name(field_name: str) -> str:
+    if field_name in ("openai_api_key", "openai_base_url"):
+        return field_name.upper()
+    return "DOCINTEL_" + field_name.upper()
+
+
+def _coerce(name: str, raw: str, type_: Any) -> Any:
+    kind = str(type_)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{_env_name(name)} must be a number, not {raw!r}.") from None
+    if kind == "Path":
+        return Path(raw).expanduser()
+    return raw
+
+
+def parse_users(raw: str) -> dict[str, str]:
+    """`alice:pw1,bob:pw2` → {"alice": "pw1", "bob": "pw2"}; passwords may contain ':'."""
+    users: dict[str, str] = {}
+    for pair in raw.split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, sep, password = pair.partition(":")
+        if not sep or not name or not password:
+            raise ConfigError("DOCINTEL_USERS must be comma-separated username:password pairs.")
+        users[name] = password
+    return users
+
+
+def cli_config_dir() -> Path:
+    """Where the CLI keeps its login; DOCINTEL_CONFIG_DIR moves it (tests do)."""
+    override = os.environ.get("DOCINTEL_CONFIG_DIR")
+    return Path(override) if override else user_config_path("docintel")
