@@ -1,0 +1,54 @@
+"""The `docintel` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from docintel import __version__
+from docintel.core.config import ConfigError, Settings
+
+app = typer.Typer(no_args_is_help=True, help="Document intelligence from the terminal.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [DOCINTEL_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [DOCINTEL_PORT].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder [DOCINTEL_DATA_DIR].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Pipeline workers [DOCINTEL_WORKERS].")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the API, the event streams and the workers.
+
+    Example: docintel serve --port 8080 --data-dir ./data
+    """
+    from docintel.cli.serve import run
+
+    try:
+        settings = Settings.from_env(host=host, port=port, data_dir=data_dir, workers=workers)
+    except ConfigError as exc:
+        typer.echo(f"docintel: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    run(settings, log_level)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"docintel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Document intelligence from the terminal."""
+
+
+def main() -> None:
+    app()

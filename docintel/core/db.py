@@ -1,0 +1,132 @@
+"""The SQLite database: deferred peewee handle, pragmas, ordered migrations.
+
+All database work of the running service goes through one `Database` runner:
+a single thread owns the connection, so writes never contend, commits happen
+in id order (the event log's ids are therefore seen in order by readers), and
+the event loop never blocks on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import peewee
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "busy_timeout": 5000,
+}
+
+# Deferred: bound to a file by `connect()`; models in models.py use it.
+database = peewee.SqliteDatabase(None)
+
+
+def utcnow() -> str:
+    """ISO 8601 UTC with milliseconds; sorts as text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def connect(path: Path) -> None:
+    """Point the deferred database at `path` (created if missing) and migrate it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    database.init(str(path), pragmas=PRAGMAS)
+    database.connect(reuse_if_open=True)
+    migrate()
+
+
+def migrate() -> None:
+    database.execute_sql(
+        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in database.execute_sql("SELECT name FROM migrations")}
+    for migration in MIGRATIONS:
+        if migration.__name__ in done:
+            continue
+        with database.atomic():
+            migration()
+            database.execute_sql(
+                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                (migration.__name__, utcnow()),
+            )
+        log.info("applied migration %s", migration.__name__)
+
+
+def m001_initial() -> None:
+    # AUTOINCREMENT, not plain rowid: ids of deleted rows are never reused, so
+    # the queue stays strictly FIFO and event ids stay monotonic for
+    # Last-Event-ID even after the newest document is deleted.
+    statements = [
+        """CREATE TABLE document (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            owner TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            stored_name TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            content_type TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX document_owner_seq ON document (owner, seq)",
+        "CREATE INDEX document_status_seq ON document (status, seq)",
+        """CREATE TABLE status_event (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            document_id TEXT NOT NULL REFERENCES document (id) ON DELETE CASCADE,
+            owner TEXT NOT NULL,
+            status TEXT NOT NULL,
+            at TEXT NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX status_event_document ON status_event (document_id, id)",
+        "CREATE INDEX status_event_owner ON status_event (owner, id)",
+        """CREATE TABLE analysis (
+            document_id TEXT PRIMARY KEY REFERENCES document (id) ON DELETE CASCADE,
+            summary TEXT NOT NULL,
+            key_topics TEXT NOT NULL,
+            sentiment TEXT NOT NULL,
+            action_items TEXT NOT NULL,
+            analyzer TEXT NOT NULL,
+            model TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ]
+    for sql in statements:
+        database.execute_sql(sql)
+
+
+MIGRATIONS: list[Callable[[], None]] = [m001_initial]
+
+
+class Database:
+    """Runs database functions on the one thread that owns the connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docintel-db")
+
+    async def open(self) -> None:
+        await self.run(connect, self.path)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def close(self) -> None:
+        await self.run(database.close)
+        self._executor.shutdown(wait=True)

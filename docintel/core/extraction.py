@@ -1,0 +1,194 @@
+"""File → text. PDFs are parsed by pypdf in a child process; text files are decoded.
+
+pypdf is CPU-bound and hostile files can make it recurse, balloon or spin, so
+each PDF is parsed in a fresh `python -m docintel.core.extraction` process with
+a wall-clock timeout and an address-space cap: the service's event loop and
+GIL stay free, and a file that kills the parser kills only that child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from docintel.core.errors import ExtractionFailed
+
+log = logging.getLogger(__name__)
+
+NO_TEXT = "No extractable text was found — is it a scanned image?"
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float = 60.0
+    memory_mb: int = 1024
+    max_pages: int = 2000
+    max_chars: int = 2_000_000
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str
+    pages: int = 0  # pages read (0 for text files)
+    total_pages: int = 0
+    truncated: bool = False
+
+    def describe(self) -> str:
+        parts = [f"extracted {len(self.text):,} characters"]
+        if self.total_pages:
+            parts.append(f"from {self.pages} of {self.total_pages} pages")
+        if self.truncated:
+            parts.append("(truncated at the extraction limit)")
+        return " ".join(parts)
+
+
+async def extract(path: Path, content_type: str, limits: Limits) -> Extracted:
+    """Extract the text of a stored upload; raises ExtractionFailed with a reason."""
+    if content_type == "text/plain":
+        data = await asyncio.to_thread(path.read_bytes)
+        text = await asyncio.to_thread(decode_text, data)
+        return _finish(Extracted(text=text[: limits.max_chars], truncated=len(text) > limits.max_chars))
+    return await _extract_pdf_in_child(path, limits)
+
+
+async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "docintel.core.extraction",
+        str(path),
+        "--max-pages",
+        str(limits.max_pages),
+        "--max-chars",
+        str(limits.max_chars),
+        "--memory-mb",
+        str(limits.memory_mb),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=limits.timeout)
+    except TimeoutError:
+        raise ExtractionFailed(
+            f"Text extraction took longer than {limits.timeout:g} s and was stopped."
+        ) from None
+    finally:
+        # Also on cancellation (document deleted, server stopping): never leak the child.
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    try:
+        result = json.loads(out)
+    except ValueError:
+        log.warning("extractor exited %s: %s", proc.returncode, err[-500:].decode(errors="replace"))
+        if proc.returncode in (-9, 137) or b"MemoryError" in err:
+            raise ExtractionFailed(
+                f"The PDF needed more than {limits.memory_mb} MB to parse and was stopped."
+            ) from None
+        raise ExtractionFailed(
+            f"The PDF parser crashed on this file (exit status {proc.returncode})."
+        ) from None
+    if "error" in result:
+        raise ExtractionFailed(result["error"])
+    return _finish(Extracted(**result))
+
+
+def _finish(extracted: Extracted) -> Extracted:
+    if not extracted.text.strip():
+        raise ExtractionFailed(NO_TEXT)
+    return extracted
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes of a text file → str: BOMs first, then UTF-8, then Windows-1252."""
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32-le"),
+        (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
+        if data.startswith(bom):
+            return data[len(bom) :].decode(encoding, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Legacy 8-bit text is far more often Windows-1252 than anything else;
+        # its five unassigned bytes become U+FFFD rather than failing the file.
+        return data.decode("cp1252", errors="replace")
+
+
+# --- the child process -------------------------------------------------------
+
+
+def extract_pdf(path: Path, max_pages: int, max_chars: int) -> dict[str, object]:
+    """Parse a PDF; returns Extracted fields or {"error": reason}. Runs in the child."""
+    import pypdf
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PyPdfError
+
+    try:
+        reader = pypdf.PdfReader(path)
+        if reader.is_encrypted and not reader.decrypt(""):
+            return {"error": "The PDF is password-protected; upload an unencrypted copy."}
+        total = len(reader.pages)
+        parts: list[str] = []
+        size = 0
+        read = 0
+        for page in reader.pages[:max_pages]:
+            chunk = page.extract_text() or ""
+            parts.append(chunk)
+            size += len(chunk)
+            read += 1
+            if size >= max_chars:
+                break
+        text = "\n\n".join(parts)
+        truncated = read < total or len(text) > max_chars
+        return {"text": text[:max_chars], "pages": read, "total_pages": total, "truncated": truncated}
+    except FileNotDecryptedError:
+        return {"error": "The PDF is password-protected; upload an unencrypted copy."}
+    except DependencyError as exc:
+        return {"error": f"The PDF uses a feature this server cannot read ({exc})."}
+    except RecursionError:
+        return {"error": "The PDF is too deeply nested to parse (damaged or hostile file)."}
+    except MemoryError:
+        return {"error": "The PDF needed too much memory to parse."}
+    except PyPdfError as exc:
+        return {"error": f"The PDF is damaged or not a valid PDF ({type(exc).__name__}: {exc})."[:500]}
+    except Exception as exc:  # hostile files raise all sorts: ValueError, KeyError…
+        return {"error": f"The PDF could not be parsed ({type(exc).__name__}: {exc})."[:500]}
+
+
+def _limit_memory(megabytes: int) -> None:
+    try:
+        import resource
+
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):  # not on this platform
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m docintel.core.extraction")
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--max-pages", type=int, default=Limits.max_pages)
+    parser.add_argument("--max-chars", type=int, default=Limits.max_chars)
+    parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb)
+    args = parser.parse_args(argv)
+    _limit_memory(args.memory_mb)
+    # pypdf logs a line per odd font or xref repair; noise in a child we only read JSON from.
+    logging.basicConfig(level=logging.CRITICAL)
+    result = extract_pdf(args.path, args.max_pages, args.max_chars)
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

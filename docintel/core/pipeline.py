@@ -1,0 +1,65 @@
+"""One document through its stages, each transition written to the event log."""
+
+from __future__ import annotations
+
+import logging
+
+from docintel.core import events
+from docintel.core.analysis import Analyzer
+from docintel.core.db import Database
+from docintel.core.errors import DocintelError
+from docintel.core.events import EventBus
+from docintel.core.extraction import Limits, extract
+from docintel.core.models import ANALYZING, COMPLETED, FAILED, PROCESSING, Document
+from docintel.core.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(
+        self, db: Database, bus: EventBus, storage: Storage, analyzer: Analyzer, limits: Limits
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.storage = storage
+        self.analyzer = analyzer
+        self.limits = limits
+
+    async def run(self, document: Document) -> None:
+        """Process a claimed (`processing`) document to `completed` or `failed`.
+
+        If the document is deleted meanwhile, a transition finds it gone and
+        the result is dropped.
+        """
+        stage = PROCESSING
+        try:
+            path = self.storage.path_for(document.id, document.stored_name)
+            extracted = await extract(path, document.content_type, self.limits)
+            if not await self._move(document.id, stage, ANALYZING, detail=extracted.describe()):
+                return
+            stage = ANALYZING
+            result = await self.analyzer.analyze(extracted.text, filename=document.filename)
+            await self._move(
+                document.id, stage, COMPLETED,
+                detail=f"analysed by {result.analyzer} ({result.model})",
+                analysis=result.model_dump(),
+            )
+        except DocintelError as exc:
+            log.info("document %s failed while %s: %s", document.id, stage, exc.code)
+            await self._move(document.id, stage, FAILED, error=exc.message)
+        except Exception as exc:
+            # Log and continue: one bad document must not take the worker down.
+            log.exception("document %s: unexpected error while %s", document.id, stage)
+            await self._move(
+                document.id, stage, FAILED,
+                error=f"Internal error while {stage} ({type(exc).__name__}); see the server log.",
+            )
+
+    async def _move(self, document_id: str, current: str, status: str, **kwargs: object) -> bool:
+        moved = await self.db.run(events.transition, document_id, (current,), status, **kwargs)
+        if moved:
+            self.bus.notify()
+        else:
+            log.info("document %s is gone or moved on; dropping its %s result", document_id, status)
+        return moved

@@ -1,0 +1,81 @@
+"""The asyncio worker pool: claims documents from the queue and runs the pipeline.
+
+One dispatcher loop claims documents one at a time (so they start in FIFO
+order) whenever a concurrency slot is free; each claimed document runs in its
+own named task. The dispatcher sleeps on the event bus, so an idle queue costs
+nothing and new work starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from docintel.core import queue
+from docintel.core.db import Database
+from docintel.core.events import EventBus
+from docintel.core.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+# A safety net only: every enqueue notifies the bus.
+IDLE_RECHECK_SECONDS = 30.0
+
+
+class WorkerPool:
+    def __init__(self, db: Database, bus: EventBus, pipeline: Pipeline, concurrency: int) -> None:
+        self.db = db
+        self.bus = bus
+        self.pipeline = pipeline
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stop = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="docintel-dispatcher")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give running documents `grace` seconds, then cancel them.
+
+        A cancelled document stays `processing`/`analyzing` in the database and
+        is requeued by the next start-up, so stopping never loses work.
+        """
+        self._stop.set()
+        if self._dispatcher:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        if self._running:
+            _, pending = await asyncio.wait(self._running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _dispatch(self) -> None:
+        with self.bus.subscribe() as wake:
+            while not self._stop.is_set():
+                await self._slots.acquire()
+                wake.clear()
+                try:
+                    document = await self.db.run(queue.claim_next)
+                except Exception:
+                    log.exception("could not claim from the queue; retrying")
+                    document = None
+                if document is None:
+                    self._slots.release()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
+                    continue
+                self.bus.notify()  # the claim wrote a `processing` event
+                task = asyncio.create_task(self._process(document), name=f"docintel-doc-{document.id}")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _process(self, document: queue.Document) -> None:
+        try:
+            await self.pipeline.run(document)
+        finally:
+            self._slots.release()

@@ -1,0 +1,99 @@
+"""create_app(settings) → the FastAPI application; its lifespan runs the core service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from docintel import __version__
+from docintel.core.config import Settings
+from docintel.core.errors import (
+    AuthError,
+    DocintelError,
+    DocumentNotFound,
+    FileTooLarge,
+    RejectedUpload,
+    UnsupportedFileType,
+)
+from docintel.core.service import DocumentService
+from docintel.server.auth import Authenticator
+from docintel.server.routes import auth, documents, stream
+
+log = logging.getLogger("docintel.server")
+
+# Core errors that reach the edge, by HTTP status; the most specific class wins.
+STATUS_FOR_ERROR: list[tuple[type[DocintelError], int]] = [
+    (FileTooLarge, 413),
+    (UnsupportedFileType, 415),
+    (RejectedUpload, 400),
+    (DocumentNotFound, 404),
+    (AuthError, 401),
+]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    service = DocumentService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.users_are_default:
+            log.warning("DOCINTEL_USERS is not set: the default user demo:demo can log in")
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="docintel",
+        version=__version__,
+        summary="Upload PDF and text documents; watch them extracted and analysed live.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.authenticator = Authenticator(settings)
+    _add_error_handlers(app)
+    app.include_router(auth.router)
+    app.include_router(stream.router)  # before /documents/{id}, which would match "stream"
+    app.include_router(documents.router)
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> dict[str, object]:
+        """Liveness, and the number of open event subscriptions."""
+        return {"status": "ok", "version": __version__, "subscribers": service.bus.subscriber_count}
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DocintelError)
+    async def docintel_error(request: Request, exc: DocintelError) -> JSONResponse:
+        status = next((s for cls, s in STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
+        return _error(status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict):
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _error(422, "invalid_request", f"The request is not valid: {problems}.")
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": {"code": code, "message": message}}, status, headers=headers)

@@ -1,0 +1,111 @@
+"""Login, token issue and verification, and the CurrentUser dependencies."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from docintel.core.config import Settings
+
+ALGORITHM = "HS256"
+SECRET_FILE = "jwt_secret"
+
+
+def load_secret(settings: Settings) -> str:
+    """DOCINTEL_JWT_SECRET, else a random key created once in the data dir (0600)."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.data_dir / SECRET_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    return Path(path).read_text().strip()
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.users = dict(settings.users)
+        self.ttl = settings.token_ttl
+        self._secret = load_secret(settings)
+
+    def check_password(self, username: str, password: str) -> bool:
+        expected = self.users.get(username)
+        # Compare against something even for unknown users, so timing says nothing.
+        candidate = (expected or "\x00" * 32).encode()
+        matches = hmac.compare_digest(candidate, password.encode())
+        return expected is not None and matches
+
+    def issue(self, username: str) -> str:
+        now = int(time.time())
+        claims = {"sub": username, "iat": now, "exp": now + self.ttl}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> str:
+        """The username a valid token names; raises HTTP 401 otherwise."""
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("token_expired", "The token has expired; log in again.") from None
+        except jwt.InvalidTokenError:
+            raise unauthorized("invalid_token", "The token is not valid; log in again.") from None
+        username = claims.get("sub")
+        if not isinstance(username, str) or username not in self.users:
+            raise unauthorized("invalid_token", "The token names no known user; log in again.")
+        return username
+
+
+def unauthorized(code: str, message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail={"code": code, "message": message},
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+bearer = HTTPBearer(auto_error=False, description="A token from POST /auth/login.")
+
+
+def _authenticator(request: Request) -> Authenticator:
+    return request.app.state.authenticator
+
+
+def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    if credentials is None:
+        raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
+    return _authenticator(request).verify(credentials.credentials)
+
+
+def stream_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    access_token: Annotated[
+        str | None, Query(description="For EventSource clients, which cannot send headers.")
+    ] = None,
+) -> str:
+    if credentials is not None:
+        return _authenticator(request).verify(credentials.credentials)
+    if access_token:
+        return _authenticator(request).verify(access_token)
+    raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+StreamUser = Annotated[str, Depends(stream_user)]

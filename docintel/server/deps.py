@@ -1,0 +1,16 @@
+"""Shared route dependencies as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from docintel.core.service import DocumentService
+
+
+def get_service(request: Request) -> DocumentService:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[DocumentService, Depends(get_service)]

@@ -1,0 +1,53 @@
+"""POST /auth/login."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import ValidationError
+
+from docintel.server.auth import Authenticator, unauthorized
+from docintel.server.schemas import ErrorResponse, LoginRequest, Token
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": LoginRequest.model_json_schema()},
+        "application/x-www-form-urlencoded": {"schema": LoginRequest.model_json_schema()},
+    },
+}
+
+
+@router.post(
+    "/login",
+    response_model=Token,
+    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    openapi_extra={"requestBody": _BODY},
+)
+async def login(request: Request) -> Token:
+    """Exchange a username and password (JSON or OAuth2 form) for a bearer token."""
+    credentials = await _read_credentials(request)
+    authenticator: Authenticator = request.app.state.authenticator
+    if not authenticator.check_password(credentials.username, credentials.password):
+        raise unauthorized("invalid_credentials", "Wrong username or password.")
+    return Token(access_token=authenticator.issue(credentials.username), expires_in=authenticator.ttl)
+
+
+async def _read_credentials(request: Request) -> LoginRequest:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("application/json"):
+            return LoginRequest.model_validate_json(await request.body())
+        form = await request.form()
+        return LoginRequest.model_validate(
+            {"username": form.get("username"), "password": form.get("password")}
+        )
+    except (ValidationError, ValueError, AssertionError):
+        raise HTTPException(
+            422,
+            detail={
+                "code": "invalid_request",
+                "message": "Send a username and password, as JSON or as a form.",
+            },
+        ) from None

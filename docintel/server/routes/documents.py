@@ -1,0 +1,148 @@
+"""The /documents resource: upload, list, detail, status, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from docintel.core.errors import FileTooLarge, UnsupportedFileType
+from docintel.core.validation import format_bytes
+from docintel.server.auth import CurrentUser
+from docintel.server.deps import ServiceDep
+from docintel.server.schemas import (
+    DocumentDetailPublic,
+    DocumentPublic,
+    DocumentsPublic,
+    DocumentStatus,
+    ErrorResponse,
+    HistoryEntry,
+    Status,
+    UploadError,
+    UploadResult,
+)
+from docintel.server.uploads import UploadReceiver
+
+router = APIRouter(prefix="/documents", tags=["documents"])
+NOT_FOUND = {404: {"model": ErrorResponse}}
+# Multipart framing per part is a few hundred bytes; allow generously for it.
+ENVELOPE_BYTES = 1024 * 1024
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UploadResult,
+    responses={
+        207: {"model": UploadResult, "description": "Some files were accepted."},
+        400: {"model": UploadResult}, 413: {"model": UploadResult}, 415: {"model": UploadResult},
+    },
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+)
+async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JSONResponse:
+    """Upload PDF and TXT files (multipart, parts named `files`)."""
+    settings = service.settings
+    declared = request.headers.get("content-length", "")
+    most = settings.max_files_per_upload * settings.max_upload_bytes + ENVELOPE_BYTES
+    if declared.isdigit() and int(declared) > most:
+        raise HTTPException(
+            413,
+            detail={
+                "code": "request_too_large",
+                "message": f"The upload is larger than {settings.max_files_per_upload} files of "
+                f"{format_bytes(settings.max_upload_bytes)} each.",
+            },
+        )
+    receiver = UploadReceiver(
+        service.storage, settings.max_upload_bytes, settings.max_files_per_upload
+    )
+    await receiver.receive(request)
+    accepted = []
+    try:
+        for received in receiver.received:
+            accepted.append(DocumentPublic.of(await service.accept(user, received)))
+    finally:
+        receiver.discard()  # whatever was not placed (an error above) is removed
+    errors = [
+        UploadError(filename=r.filename, code=r.error.code, message=r.error.message)
+        for r in receiver.rejected
+    ]
+    body = UploadResult(documents=accepted, errors=errors).model_dump(mode="json")
+    if accepted:
+        return JSONResponse(body, status_code=207 if errors else 201)
+    if not errors:
+        message = "No files were sent: use multipart parts named 'files'."
+        body["detail"] = {"code": "no_files", "message": message}
+        return JSONResponse(body, status_code=400)
+    body["detail"] = {"code": errors[0].code, "message": errors[0].message}
+    return JSONResponse(body, status_code=_status_for_rejections(receiver))
+
+
+def _status_for_rejections(receiver: UploadReceiver) -> int:
+    """One status for a batch of which nothing was accepted: the common one, else 400."""
+    statuses = set()
+    for rejection in receiver.rejected:
+        if isinstance(rejection.error, FileTooLarge):
+            statuses.add(413)
+        elif isinstance(rejection.error, UnsupportedFileType):
+            statuses.add(415)
+        else:
+            statuses.add(400)
+    return statuses.pop() if len(statuses) == 1 else 400
+
+
+@router.get("", response_model=DocumentsPublic)
+async def list_documents(
+    user: CurrentUser,
+    service: ServiceDep,
+    status_: Annotated[list[Status], Query(alias="status")] = [],  # noqa: B006 (FastAPI copies it)
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentsPublic:
+    """List your documents, newest first."""
+    items, total = await service.list(user, status_, limit, offset)
+    return DocumentsPublic(
+        items=[DocumentPublic.of(d) for d in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{document_id}", response_model=DocumentDetailPublic, responses=NOT_FOUND)
+async def get_document(document_id: str, user: CurrentUser, service: ServiceDep) -> DocumentDetailPublic:
+    """One document with its status history and analysis."""
+    detail = await service.get(user, document_id)
+    return DocumentDetailPublic(
+        **DocumentPublic.of(detail.document).model_dump(),
+        history=[HistoryEntry.of(e) for e in detail.history],
+        analysis=detail.analysis,
+    )
+
+
+@router.get("/{document_id}/status", response_model=DocumentStatus, responses=NOT_FOUND)
+async def get_status(document_id: str, user: CurrentUser, service: ServiceDep) -> DocumentStatus:
+    """A document's current status."""
+    d = await service.status(user, document_id)
+    return DocumentStatus(id=d.id, status=d.status, updated_at=d.updated_at, error=d.error)
+
+
+@router.delete("/{document_id}", status_code=204, responses=NOT_FOUND)
+async def delete_document(document_id: str, user: CurrentUser, service: ServiceDep) -> Response:
+    """Delete a document, its file and its history, in any status."""
+    await service.delete(user, document_id)
+    return Response(status_code=204)
+

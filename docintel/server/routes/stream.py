@@ -1,0 +1,67 @@
+"""GET /documents/stream: the event log, tailed over Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from docintel.server.auth import StreamUser
+from docintel.server.deps import ServiceDep
+from docintel.server.schemas import ErrorResponse
+
+router = APIRouter(tags=["stream"])
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    user: str
+    after: int | None
+    document_ids: list[str]
+
+
+async def stream_request(
+    user: StreamUser,
+    service: ServiceDep,
+    document_id: Annotated[list[str], Query(description="Only these documents.")] = [],  # noqa: B006
+    last_event_id: Annotated[
+        str | None, Query(description="Replay events after this id (0: from the start).")
+    ] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamRequest:
+    # Checked here, in a dependency, because once the generator runs the
+    # 200 and its headers are already sent.
+    after = _parse_event_id(last_event_id_header or last_event_id)
+    for doc_id in document_id:
+        await service.status(user, doc_id)  # 404 for unknown or foreign ids
+    return StreamRequest(user, after, document_id)
+
+
+@router.get(
+    "/documents/stream",
+    response_class=EventSourceResponse,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+async def stream(
+    request: Annotated[StreamRequest, Depends(stream_request)], service: ServiceDep
+) -> AsyncIterator[ServerSentEvent]:
+    """Status events of your documents: replay after Last-Event-ID, then live."""
+    async for event in service.follow(request.user, request.after, request.document_ids):
+        yield ServerSentEvent(
+            id=str(event.id), event="status", raw_data=json.dumps(event.as_payload())
+        )
+
+
+def _parse_event_id(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.strip().isdigit():
+        raise HTTPException(
+            400,
+            detail={"code": "invalid_last_event_id", "message": "Last-Event-ID must be an event id."},
+        )
+    return int(raw)
