@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from docintel.core import events
-from docintel.core.analysis import Analyzer
+from docintel.core.analysis import AnalysisResult, Analyzer
+from docintel.core.config import Settings
 from docintel.core.db import Database
 from docintel.core.errors import DocintelError
 from docintel.core.events import EventBus
 from docintel.core.extraction import Limits, extract
 from docintel.core.models import ANALYZING, COMPLETED, FAILED, PROCESSING, Document
 from docintel.core.storage import Storage
+from docintel.core.validation import SNIFF_BYTES, validate
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,25 @@ class Pipeline:
         else:
             log.info("document %s is gone or moved on; dropping its %s result", document_id, status)
         return moved
+
+
+async def analyze_file(path: Path, analyzer: Analyzer, settings: Settings) -> AnalysisResult:
+    """Validate, extract and analyse one local file with no database (`docintel analyze`).
+
+    Raises a DocintelError subclass (RejectedUpload, ExtractionFailed, AnalysisFailed).
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    content_type = validate(path.name, size, head, settings.max_upload_bytes)
+    extracted = await extract(path, content_type, limits_for(settings))
+    return await analyzer.analyze(extracted.text, filename=path.name)
+
+
+def limits_for(settings: Settings) -> Limits:
+    return Limits(
+        timeout=settings.extract_timeout,
+        memory_mb=settings.extract_memory_mb,
+        max_pages=settings.max_pages,
+        max_chars=settings.max_text_chars,
+    )

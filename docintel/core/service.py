@@ -20,9 +20,8 @@ from docintel.core.config import Settings
 from docintel.core.db import Database
 from docintel.core.errors import DocumentNotFound
 from docintel.core.events import Event, EventBus
-from docintel.core.extraction import Limits
 from docintel.core.models import Analysis, Document, StatusEvent
-from docintel.core.pipeline import Pipeline
+from docintel.core.pipeline import Pipeline, limits_for
 from docintel.core.storage import Storage, safe_name
 from docintel.core.workers import WorkerPool
 
@@ -54,13 +53,9 @@ class DocumentService:
         self.bus = EventBus()
         self.storage = Storage(settings.data_dir)
         self.analyzer = build_analyzer(settings)
-        limits = Limits(
-            timeout=settings.extract_timeout,
-            memory_mb=settings.extract_memory_mb,
-            max_pages=settings.max_pages,
-            max_chars=settings.max_text_chars,
+        self.pipeline = Pipeline(
+            self.db, self.bus, self.storage, self.analyzer, limits_for(settings)
         )
-        self.pipeline = Pipeline(self.db, self.bus, self.storage, self.analyzer, limits)
         self.workers = WorkerPool(self.db, self.bus, self.pipeline, settings.workers)
         self.stopping = asyncio.Event()
 

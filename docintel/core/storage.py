@@ -24,14 +24,13 @@ def safe_name(filename: str, default_stem: str = "document") -> str:
     """
     name = unicodedata.normalize("NFC", filename or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] not in ("C",))
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = " ".join(name.split())  # collapse whitespace runs, strip ends
-    name = name.replace("..", "_").lstrip(". ")
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
-    ext = ext[:16]
-    stem = stem or default_stem
+    ext = "".join(ch for ch in ext if ch.isalnum())[:16]
+    stem = stem.replace("..", "_").strip(". ") or default_stem
     suffix = f".{ext}" if ext else ""
     while len((stem + suffix).encode("utf-8")) > MAX_NAME_BYTES:
         stem = stem[:-1]

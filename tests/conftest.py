@@ -1,0 +1,225 @@
+"""Shared fixtures: isolated user dirs, the corpus, live servers, the fake LLM.
+
+Servers run as real `python -m docintel serve` subprocesses on a free port, so
+tests see exactly what a user sees (and can SIGKILL them). The fake OpenAI
+server runs in this process; the server under test reaches it over HTTP with
+the official SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fake_openai import FakeOpenAI
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("DOCINTEL_CORPUS", REPO.parent / "shared" / "corpus"))
+PDFS = CORPUS / "pdf"
+TXTS = CORPUS / "txt"
+TERMINAL = ("completed", "failed")
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the real data or config dir, or a real API key."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("DOCINTEL_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("DOCINTEL_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DOCINTEL_TOKEN", "DOCINTEL_URL",
+                 "DOCINTEL_USERS", "DOCINTEL_ANALYZER", "DOCINTEL_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`docintel serve` in a subprocess, on a data dir that outlives restarts."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        """Start (or restart, on the same port so clients carry on)."""
+        self.port = self.port or free_port()
+        env = {
+            **os.environ,
+            "DOCINTEL_USERS": "alice:alice-pw,bob:bob-pw",
+            "DOCINTEL_JWT_SECRET": "test-secret-that-is-at-least-32-bytes-long",
+            **self.extra_env,
+        }
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "docintel", "serve", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def login(self, username: str = "alice", password: str | None = None) -> str:
+        response = httpx.post(
+            self.url + "/auth/login",
+            json={"username": username, "password": password or f"{username}-pw"},
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def client(self, username: str = "alice") -> httpx.Client:
+        token = self.login(username)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+
+def upload(client: httpx.Client, *paths: Path | tuple[str, bytes]) -> httpx.Response:
+    files = []
+    for item in paths:
+        if isinstance(item, tuple):
+            files.append(("files", item))
+        else:
+            files.append(("files", (item.name, item.read_bytes())))
+    return client.post("/documents/upload", files=files)
+
+
+def wait_terminal(client: httpx.Client, ids: list[str], timeout: float = 60.0) -> dict[str, Any]:
+    """Poll until every document is completed or failed; returns id → detail."""
+    deadline = time.monotonic() + timeout
+    details: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        details = {i: client.get(f"/documents/{i}").json() for i in ids}
+        if all(d.get("status") in TERMINAL for d in details.values()):
+            return details
+        time.sleep(0.1)
+    raise AssertionError(f"not terminal after {timeout}s: { {i: d.get('status') for i, d in details.items()} }")
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+def openai_env(fake: FakeOpenAI, **extra: str) -> dict[str, str]:
+    return {
+        "OPENAI_API_KEY": "sk-test-key-never-logged",
+        "OPENAI_BASE_URL": fake.base_url,
+        "DOCINTEL_OPENAI_TIMEOUT": "3",
+        **extra,
+    }
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    """Factory: make_server(env=..., data_dir=...) → a started ServerProcess; all stopped after."""
+    started: list[ServerProcess] = []
+
+    def make(env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / "data", env).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        if server.proc and server.proc.poll() is None:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def llm_server(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeOpenAI) -> Iterator[ServerProcess]:
+    """One server per test module, analysing with the fake OpenAI server."""
+    data = tmp_path_factory.mktemp("shared") / "data"
+    os.environ.pop("DOCINTEL_DATA_DIR", None)
+    server = ServerProcess(data, openai_env(fake_llm)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per test module with the default (offline) analyzer."""
+    data = tmp_path_factory.mktemp("offline") / "data"
+    server = ServerProcess(data, {"DOCINTEL_ANALYZER": "offline"}).start()
+    yield server
+    server.stop()
+
+
+def read_events(
+    server: ServerProcess,
+    token: str,
+    *,
+    params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    until: Any = None,
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Read SSE events (id, event, data) from /documents/stream until `until(events)` is true."""
+    from httpx_sse import connect_sse
+
+    events: list[dict[str, Any]] = []
+    with httpx.Client(base_url=server.url, timeout=httpx.Timeout(timeout, read=timeout)) as client:
+        with connect_sse(
+            client, "GET", "/documents/stream", params=params,
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
+        ) as source:
+            source.response.raise_for_status()
+            for sse in source.iter_sse():
+                if not sse.data:
+                    continue  # keep-alive
+                events.append({"id": int(sse.id), "event": sse.event, "data": sse.json()})
+                if until is not None and until(events):
+                    break
+    return events
+
+
+def terminal_for(ids: list[str]) -> Any:
+    """An `until` for read_events: every one of `ids` has a terminal event."""
+
+    def done(events: list[dict[str, Any]]) -> bool:
+        ended = {e["data"]["document_id"] for e in events if e["data"]["status"] in TERMINAL}
+        return set(ids) <= ended
+
+    return done

@@ -1,0 +1,134 @@
+"""Authentication against the live server: login, tokens, and what is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import ServerProcess
+
+SECRET = "test-secret-that-is-at-least-32-bytes-long"  # what conftest gives the server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    server = ServerProcess(tmp_path_factory.mktemp("auth") / "data").start()
+    yield server
+    server.stop()
+
+
+def token(claims: dict, key: str = SECRET, alg: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=alg)
+
+
+def test_login_with_json_and_with_an_oauth2_form(server: ServerProcess) -> None:
+    by_json = httpx.post(server.url + "/auth/login", json={"username": "alice", "password": "alice-pw"})
+    by_form = httpx.post(server.url + "/auth/login", data={"username": "alice", "password": "alice-pw"})
+    for response in (by_json, by_form):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["token_type"] == "bearer" and body["expires_in"] == 3600
+        claims = jwt.decode(body["access_token"], SECRET, algorithms=["HS256"])
+        assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 3600
+
+
+@pytest.mark.parametrize("password", ["wrong", "", "alice-pw "])
+def test_wrong_password_is_401(server: ServerProcess, password: str) -> None:
+    response = httpx.post(server.url + "/auth/login", json={"username": "alice", "password": password})
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "invalid_credentials"
+
+
+def test_unknown_user_and_missing_fields(server: ServerProcess) -> None:
+    unknown = httpx.post(server.url + "/auth/login", json={"username": "mallory", "password": "x"})
+    assert unknown.status_code == 401
+    missing = httpx.post(server.url + "/auth/login", json={"username": "alice"})
+    assert missing.status_code == 422
+    assert missing.json()["detail"]["code"] == "invalid_request"
+
+
+def _unsigned(claims: dict) -> str:
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+NOW = int(time.time())
+BAD_TOKENS = {
+    "garbage": "not-a-token",
+    "expired": token({"sub": "alice", "iat": NOW - 7200, "exp": NOW - 3600}),
+    "other key": token({"sub": "alice", "iat": NOW, "exp": NOW + 3600}, key="another-key-of-32-bytes-or-more!!"),
+    "alg none": _unsigned({"sub": "alice", "iat": NOW, "exp": NOW + 3600}),
+    "no exp": token({"sub": "alice", "iat": NOW}),
+    "no sub": token({"iat": NOW, "exp": NOW + 3600}),
+    "unknown user": token({"sub": "mallory", "iat": NOW, "exp": NOW + 3600}),
+}
+
+
+@pytest.mark.parametrize("path", ["/documents", "/documents/abc", "/documents/abc/status", "/documents/stream"])
+@pytest.mark.parametrize("name", ["missing", *BAD_TOKENS])
+def test_every_protected_route_refuses_missing_and_bad_tokens(
+    server: ServerProcess, path: str, name: str
+) -> None:
+    headers = {} if name == "missing" else {"Authorization": f"Bearer {BAD_TOKENS[name]}"}
+    response = httpx.get(server.url + path, headers=headers)
+    assert response.status_code == 401, (name, path, response.text)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["detail"]["code"] in ("not_authenticated", "invalid_token", "token_expired")
+
+
+def test_upload_and_delete_need_a_token(server: ServerProcess) -> None:
+    assert httpx.post(server.url + "/documents/upload", files=[("files", ("a.txt", b"x"))]).status_code == 401
+    assert httpx.delete(server.url + "/documents/abc").status_code == 401
+
+
+def test_expired_token_says_so(server: ServerProcess) -> None:
+    response = httpx.get(server.url + "/documents", headers={"Authorization": f"Bearer {BAD_TOKENS['expired']}"})
+    assert response.json()["detail"]["code"] == "token_expired"
+
+
+def test_stream_accepts_the_token_as_a_query_parameter_and_keeps_it_out_of_the_log(
+    server: ServerProcess,
+) -> None:
+    tok = server.login()
+    with httpx.stream("GET", server.url + "/documents/stream", params={"access_token": tok}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+    bad = httpx.get(server.url + "/documents/stream", params={"access_token": "nope"})
+    assert bad.status_code == 401
+    time.sleep(0.2)
+    assert tok not in server.log()
+    assert "access_token=[redacted]" in server.log()
+
+
+def test_public_routes(server: ServerProcess) -> None:
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+    schema = httpx.get(server.url + "/openapi.json").json()
+    assert "/documents/upload" in schema["paths"]
+    assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_generated_secret_is_kept_0600_and_tokens_survive_a_restart(make_server) -> None:
+    server: ServerProcess = make_server({"DOCINTEL_JWT_SECRET": ""})
+    tok = server.login()
+    secret_file = server.data_dir / "jwt_secret"
+    assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+    assert len(secret_file.read_text().strip()) >= 32
+    server.stop()
+    server.start()
+    response = httpx.get(server.url + "/documents", headers={"Authorization": f"Bearer {tok}"})
+    assert response.status_code == 200
+
+
+def test_default_users_log_a_warning(make_server) -> None:
+    server: ServerProcess = make_server({"DOCINTEL_USERS": ""})
+    assert "DOCINTEL_USERS is not set" in server.log()
+    assert httpx.post(server.url + "/auth/login", json={"username": "demo", "password": "demo"}).status_code == 200

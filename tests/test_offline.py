@@ -1,0 +1,256 @@
+"""The offline analyzer on the real corpus: shape, summary, topics, sentiment, actions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pysbd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pypdf import PdfReader
+
+from docintel.core.analysis import offline
+from docintel.core.analysis.base import AnalysisResult
+from docintel.core.analysis.offline import OfflineAnalyzer, analyze_text
+from docintel.core.errors import AnalysisFailed
+
+CORPUS = Path(
+    os.environ.get("DOCINTEL_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+)
+
+
+def corpus_text(name: str) -> str:
+    path = CORPUS / name
+    if path.suffix == ".pdf":
+        reader = PdfReader(path)
+        return "\n".join(page.extract_text() or "" for page in reader.pages)
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252")
+
+
+def analyze(text: str, filename: str = "doc.txt") -> AnalysisResult:
+    return asyncio.run(OfflineAnalyzer().analyze(text, filename=filename))
+
+
+def sentence_count(text: str) -> int:
+    return len(pysbd.Segmenter(language="en", clean=False).segment(text))
+
+
+def assert_valid(result: AnalysisResult) -> None:
+    AnalysisResult.model_validate(result.model_dump())
+    assert result.analyzer == "offline"
+    assert result.model == OfflineAnalyzer.model
+    assert result.summary.strip()
+    assert 3 <= sentence_count(result.summary) <= 5, result.summary
+    assert result.sentiment in ("positive", "negative", "neutral", "mixed")
+    assert len({t.casefold() for t in result.key_topics}) == len(result.key_topics)
+    assert all(item.strip() for item in result.action_items)
+
+
+@pytest.fixture(scope="module")
+def memo() -> str:
+    return corpus_text("txt/quarterly-memo.txt")
+
+
+def test_analyzer_identity() -> None:
+    analyzer = OfflineAnalyzer()
+    assert analyzer.name == "offline"
+    assert analyzer.model == "offline-1"
+
+
+def test_memo_summary_is_extractive_in_document_order(memo: str) -> None:
+    result = analyze(memo, "quarterly-memo.txt")
+    assert_valid(result)
+    flat = " ".join(memo.split())
+    positions = []
+    for sentence in pysbd.Segmenter(language="en", clean=False).segment(result.summary):
+        position = flat.find(sentence.strip())
+        assert position >= 0, f"not from the memo: {sentence!r}"
+        positions.append(position)
+    assert positions == sorted(positions)
+
+
+def test_memo_topics(memo: str) -> None:
+    result = analyze(memo)
+    assert 1 <= len(result.key_topics) <= 6
+    joined = " ".join(result.key_topics).casefold()
+    assert "leeds" in joined or "rotterdam" in joined or "warehouse" in joined
+
+
+def test_memo_action_items(memo: str) -> None:
+    result = analyze(memo)
+    items = result.action_items
+    expected = {
+        "staffing review": ("leeds",),
+        "fuel surcharge": ("fuel surcharge",),
+        "forecasts": ("forecast",),
+        "packing line": ("rotterdam",),
+    }
+    found = {}
+    for label, words in expected.items():
+        matches = [i for i, item in enumerate(items) if all(w in item.casefold() for w in words)]
+        assert matches, f"{label!r} missing from {items}"
+        found[label] = matches[0]
+    assert len(set(found.values())) == 4, "each action is its own item"
+    assert len(items) <= 5, f"too much noise: {items}"
+    # List markers are stripped.
+    assert not any(item.lstrip()[:2] in ("1.", "2.", "3.", "4.") for item in items)
+
+
+def test_complaint_is_negative() -> None:
+    result = analyze(corpus_text("txt/complaint-negative.txt"))
+    assert_valid(result)
+    assert result.sentiment == "negative"
+    assert result.action_items == []
+
+
+def test_lorem_ipsum_has_no_action_items() -> None:
+    result = analyze(corpus_text("pdf/minimal-document.pdf"), "minimal-document.pdf")
+    assert_valid(result)
+    assert result.action_items == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Test", "", "   \n\t ", "Header\nFoo: bar\nABC: DEF", "!!! ??? ...", "1234 5678."],
+    ids=["one-word", "empty", "whitespace", "26-chars", "punctuation", "digits"],
+)
+def test_tiny_text_still_gets_three_sentences(text: str) -> None:
+    result = analyze(text)
+    assert_valid(result)
+    assert sentence_count(result.summary) == 3
+
+
+def test_tiny_corpus_pdf_still_gets_three_sentences() -> None:
+    text = corpus_text("pdf/inline-image.pdf")
+    assert text.strip() == "Test"
+    result = analyze(text, "inline-image.pdf")
+    assert_valid(result)
+    assert "Test" in result.summary
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "txt/accents-utf8.txt",
+        "txt/utf8-bom.txt",
+        "txt/utf16le-bom.txt",
+        "txt/cp1252.txt",
+        "pdf/multilang.pdf",
+        "pdf/habibi.pdf",
+        "pdf/pdflatex-4-pages.pdf",
+    ],
+)
+def test_corpus_documents(name: str) -> None:
+    assert_valid(analyze(corpus_text(name), Path(name).name))
+
+
+def test_accents_survive() -> None:
+    result = analyze(corpus_text("txt/accents-utf8.txt"))
+    assert "Genève" in result.summary or "Zürich" in result.summary
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "مرحبا بالعالم. هذا تقرير قصير عن المبيعات في الربع الثالث. "
+        "يجب إرسال التقرير قبل يوم الجمعة.",
+        "你好世界。这是一个测试文件。我们需要在周五之前提交报告。" * 20,
+        "こんにちは世界。これはテストです。" * 20,
+        "Der Vorstand ist mit den Ergebnissen zufrieden. Die Kosten sind gestiegen. "
+        "Bitte senden Sie den Bericht bis Freitag.",
+        "Привет мир. Это тестовый документ. Пожалуйста, отправьте отчёт до пятницы.",
+    ],
+    ids=["arabic", "chinese", "japanese", "german", "russian"],
+)
+def test_non_latin_and_non_english_text(text: str) -> None:
+    result = analyze(text)
+    AnalysisResult.model_validate(result.model_dump())
+    assert result.summary.strip()
+    assert result.sentiment in ("positive", "negative", "neutral", "mixed")
+
+
+def test_bullets_and_labels_are_action_items() -> None:
+    text = "- buy milk\n- send the invoice to ACME by 3 March\nTODO: fix the login bug\n"
+    items = analyze(text).action_items
+    assert any("invoice" in item for item in items)
+    assert any(item.startswith("fix the login bug") for item in items)
+
+
+def test_huge_text_is_bounded(memo: str) -> None:
+    text = (memo + "\n") * (2_000_000 // len(memo) + 1)
+    assert len(text) >= 2_000_000
+    started = time.perf_counter()
+    result = analyze(text)
+    elapsed = time.perf_counter() - started
+    assert_valid(result)
+    assert elapsed < 15, f"took {elapsed:.1f}s"
+    assert any("Leeds" in item for item in result.action_items)
+    # Repeated text is not repeated in the summary.
+    sentences = pysbd.Segmenter(language="en", clean=False).segment(result.summary)
+    assert len({s.strip() for s in sentences}) == len(sentences)
+
+
+def test_huge_single_line_without_spaces() -> None:
+    result = analyze("x" * 2_000_000)
+    assert_valid(result)
+
+
+def test_deterministic(memo: str) -> None:
+    assert analyze(memo) == analyze(memo)
+    complaint = corpus_text("txt/complaint-negative.txt")
+    assert analyze_text(complaint) == analyze(complaint)
+
+
+def test_concurrent_analyses_agree(memo: str) -> None:
+    async def many() -> list[AnalysisResult]:
+        analyzer = OfflineAnalyzer()
+        return await asyncio.gather(*(analyzer.analyze(memo, filename="m.txt") for _ in range(6)))
+
+    results = asyncio.run(many())
+    assert all(r == results[0] for r in results)
+
+
+def test_analysis_runs_off_the_event_loop(memo: str) -> None:
+    text = (memo + "\n") * 1_800
+
+    async def run() -> int:
+        ticks = 0
+        task = asyncio.create_task(OfflineAnalyzer().analyze(text, filename="big.txt"))
+        while not task.done():
+            await asyncio.sleep(0.005)
+            ticks += 1
+        await task
+        return ticks
+
+    assert asyncio.run(run()) >= 2
+
+
+_FRAGMENTS = st.sampled_from(
+    "the report must be sent by Friday . ! ? : - 1. e.g. Dr. U.S. ... “ ” Please TODO: "
+    "é 你好 。 حَبيبي Привет 12.5 % 🙂 \n \n\n".split(" ")
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(max_size=300), st.lists(_FRAGMENTS, max_size=80).map(" ".join)))
+def test_any_text_gives_a_valid_result(text: str) -> None:
+    assert_valid(analyze_text(text))
+
+
+def test_failure_is_analysis_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(text: str) -> AnalysisResult:
+        raise ValueError("broken")
+
+    monkeypatch.setattr(offline, "_analyze", boom)
+    with pytest.raises(AnalysisFailed, match="broken"):
+        analyze("Anything at all.")

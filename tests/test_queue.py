@@ -1,0 +1,107 @@
+"""The SQLite queue: FIFO, atomic claims under concurrency, requeue after a crash."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docintel.core import events, queue
+from docintel.core.db import connect, database
+from docintel.core.models import Document, StatusEvent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[None]:
+    connect(tmp_path / "queue.db")
+    yield
+    database.close()
+
+
+def add(n: int, owner: str = "alice") -> list[str]:
+    ids = []
+    for i in range(n):
+        doc = queue.enqueue(
+            queue.NewDocument(
+                id=f"doc{i:04d}", owner=owner, filename=f"f{i}.txt", stored_name=f"f{i}.txt",
+                size_bytes=1, content_type="text/plain", sha256="0" * 64,
+            )
+        )
+        ids.append(doc.id)
+    return ids
+
+
+def test_claims_are_fifo_and_write_a_processing_event(db: None) -> None:
+    ids = add(3)
+    claimed = [queue.claim_next() for _ in range(3)]
+    assert [d.id for d in claimed] == ids
+    assert queue.claim_next() is None
+    assert [e.status for e in events.history(ids[0])] == ["pending", "processing"]
+    assert claimed[0].attempts == 1
+
+
+def test_deleted_rows_do_not_reuse_ids(db: None) -> None:
+    ids = add(2)
+    last = events.last_id()
+    Document.get(Document.id == ids[1]).delete_instance()
+    add_more = queue.enqueue(
+        queue.NewDocument(id="later", owner="alice", filename="x.txt", stored_name="x.txt",
+                          size_bytes=1, content_type="text/plain", sha256="0" * 64)
+    )
+    assert events.history(add_more.id)[0].id > last
+
+
+def test_concurrent_claimers_never_claim_the_same_document(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    connect(path)
+    ids = set(add(200))
+    database.close()
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        with database.connection_context():
+            while (doc := queue.claim_next()) is not None:
+                with lock:
+                    claimed.append(doc.id)
+
+    threads = [threading.Thread(target=claimer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(ids)  # each exactly once
+    with database.connection_context():
+        assert StatusEvent.select().where(StatusEvent.status == "processing").count() == 200
+
+
+def test_requeue_puts_interrupted_documents_back_and_gives_up_after_max_attempts(db: None) -> None:
+    ids = add(2)
+    first = queue.claim_next()
+    assert first is not None and first.id == ids[0]
+    events.transition(first.id, ["processing"], "analyzing")
+    [requeued] = queue.requeue_interrupted()
+    assert requeued.status == "pending"
+    assert [e.status for e in events.history(first.id)][-1] == "pending"
+    assert "requeued" in events.history(first.id)[-1].detail
+    # It comes back first: it kept its place in the queue.
+    for attempt in range(2, queue.MAX_ATTEMPTS + 1):
+        again = queue.claim_next()
+        assert again is not None and again.id == first.id and again.attempts == attempt
+        queue.requeue_interrupted()
+    doc = Document.get(Document.id == first.id)
+    assert doc.status == "failed"
+    assert "interrupted 3 times" in doc.error
+    assert queue.claim_next().id == ids[1]
+
+
+def test_transition_is_compare_and_set(db: None) -> None:
+    [doc_id] = add(1)
+    assert not events.transition(doc_id, ["processing"], "analyzing")  # still pending
+    assert queue.claim_next() is not None
+    assert events.transition(doc_id, ["processing"], "analyzing")
+    Document.get(Document.id == doc_id).delete_instance()
+    assert not events.transition(doc_id, ["analyzing"], "completed")
+    assert StatusEvent.select().where(StatusEvent.document_id == doc_id).count() == 0
