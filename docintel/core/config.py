@@ -48,6 +48,9 @@ class Settings:
     extract_memory_mb: int = 1024
     max_pages: int = 2000
     max_text_chars: int = 2_000_000
+    # Per minute: failed logins per username and per client address; uploads per user.
+    login_attempts_per_minute: int = 10
+    uploads_per_minute: int = 60
     # Text beyond this is sampled before it is sent to the LLM (see analysis/prompt.py).
     max_prompt_chars: int = 100_000
 
@@ -77,6 +80,8 @@ class Settings:
             raise ConfigError("DOCINTEL_WORKERS must be at least 1.")
         if self.max_upload_bytes < 1:
             raise ConfigError("DOCINTEL_MAX_UPLOAD_BYTES must be positive.")
+        if self.login_attempts_per_minute < 1 or self.uploads_per_minute < 1:
+            raise ConfigError("Rate limits must be at least 1 per minute.")
         if not self.users:
             raise ConfigError("DOCINTEL_USERS names no user.")
 

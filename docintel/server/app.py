@@ -21,6 +21,7 @@ from docintel.core.errors import (
     RejectedUpload,
     UnsupportedFileType,
 )
+from docintel.core.ratelimit import RateLimiter
 from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator
 from docintel.server.routes import auth, documents, stream
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.service = service
     app.state.authenticator = Authenticator(settings)
+    app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     _add_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(stream.router)  # before /documents/{id}, which would match "stream"

@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from docintel.core.config import Settings
+from docintel.core.ratelimit import RateLimiter
 
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt_secret"
@@ -39,6 +40,28 @@ class Authenticator:
         self.users = dict(settings.users)
         self.ttl = settings.token_ttl
         self._secret = load_secret(settings)
+        self.failed_logins = RateLimiter(settings.login_attempts_per_minute)
+
+    def login(self, username: str, password: str, address: str) -> str:
+        """A token for valid credentials; 429 after too many failures, else 401.
+
+        Failures are counted per username and per client address, so neither
+        guessing one account's password nor spraying many accounts goes fast.
+        """
+        keys = (f"user:{username}", f"address:{address}")
+        wait = max(self.failed_logins.retry_after(key) for key in keys)
+        if wait:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail={"code": "too_many_attempts",
+                        "message": f"Too many failed logins; try again in {wait} s."},
+                headers={"Retry-After": str(wait)},
+            )
+        if not self.check_password(username, password):
+            for key in keys:
+                self.failed_logins.hit(key)
+            raise unauthorized("invalid_credentials", "Wrong username or password.")
+        return self.issue(username)
 
     def check_password(self, username: str, password: str) -> bool:
         expected = self.users.get(username)

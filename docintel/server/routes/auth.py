@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 
-from docintel.server.auth import Authenticator, unauthorized
+from docintel.server.auth import Authenticator
 from docintel.server.schemas import ErrorResponse, LoginRequest, Token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -22,16 +22,18 @@ _BODY = {
 @router.post(
     "/login",
     response_model=Token,
-    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={
+        401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 429: {"model": ErrorResponse}
+    },
     openapi_extra={"requestBody": _BODY},
 )
 async def login(request: Request) -> Token:
     """Exchange a username and password (JSON or OAuth2 form) for a bearer token."""
     credentials = await _read_credentials(request)
     authenticator: Authenticator = request.app.state.authenticator
-    if not authenticator.check_password(credentials.username, credentials.password):
-        raise unauthorized("invalid_credentials", "Wrong username or password.")
-    return Token(access_token=authenticator.issue(credentials.username), expires_in=authenticator.ttl)
+    address = request.client.host if request.client else "unknown"
+    token = authenticator.login(credentials.username, credentials.password, address)
+    return Token(access_token=token, expires_in=authenticator.ttl)
 
 
 async def _read_credentials(request: Request) -> LoginRequest:

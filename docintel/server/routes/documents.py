@@ -52,12 +52,21 @@ _UPLOAD_BODY = {
     responses={
         207: {"model": UploadResult, "description": "Some files were accepted."},
         400: {"model": UploadResult}, 413: {"model": UploadResult}, 415: {"model": UploadResult},
+        429: {"model": ErrorResponse},
     },
     openapi_extra={"requestBody": _UPLOAD_BODY},
 )
 async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JSONResponse:
     """Upload PDF and TXT files (multipart, parts named `files`)."""
     settings = service.settings
+    wait = request.app.state.upload_limiter.hit(user)
+    if wait:
+        raise HTTPException(
+            429,
+            detail={"code": "rate_limited",
+                    "message": f"Too many uploads; try again in {wait} s."},
+            headers={"Retry-After": str(wait)},
+        )
     declared = request.headers.get("content-length", "")
     most = settings.max_files_per_upload * settings.max_upload_bytes + ENVELOPE_BYTES
     if declared.isdigit() and int(declared) > most:
