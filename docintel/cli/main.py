@@ -1,4 +1,4 @@
-"""The `docintel` command."""
+"""The `docintel` command: `serve`, and the client commands registered from commands/."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from typing import Annotated
 import typer
 
 from docintel import __version__
+from docintel.cli.commands import analyze, auth, documents, upload, watch
 from docintel.core.config import ConfigError, Settings
 
-app = typer.Typer(no_args_is_help=True, help="Document intelligence from the terminal.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Document intelligence from the terminal: upload PDFs and text, watch them "
+    "being analysed, read the results.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
 
 
 @app.command()
@@ -33,6 +40,17 @@ def serve(
         typer.echo(f"docintel: {exc.message}", err=True)
         raise typer.Exit(2) from None
     run(settings, log_level)
+
+
+app.command()(auth.login)
+app.command(rich_help_panel="Documents")(upload.upload)
+app.command(rich_help_panel="Documents")(watch.watch)
+app.command("list", rich_help_panel="Documents")(documents.list_)
+app.command(rich_help_panel="Documents")(documents.show)
+app.command(rich_help_panel="Documents")(documents.status)
+app.command(rich_help_panel="Documents")(documents.delete)
+app.command()(analyze.analyze)
+app.command()(auth.logout)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,136 @@
+"""`docintel list | show | status | delete`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from docintel.cli import render
+from docintel.cli.client import NotFound
+from docintel.cli.commands._common import JsonOption, client, fail, handles_errors
+
+Statuses = ("pending", "processing", "analyzing", "completed", "failed")
+
+
+def check_statuses(values: list[str] | None) -> list[str]:
+    for value in values or []:
+        if value not in Statuses:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(Statuses)}.",
+                                     param_hint="'--status'")
+    return values or []
+
+
+StatusOption = Annotated[
+    list[str] | None,
+    typer.Option("--status", "-s", callback=check_statuses, metavar="STATUS",
+                 help="Only this status (repeatable): pending, processing, analyzing, "
+                      "completed, failed."),
+]
+
+
+@handles_errors
+def list_(
+    status: StatusOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="At most N.")] = 50,
+    json_: JsonOption = False,
+) -> None:
+    """List your documents, newest first.
+
+    Example: docintel list --status failed --limit 10
+    """
+    with client() as api:
+        page = api.list(status or [], limit)
+    if json_:
+        render.json_doc(page)
+        return
+    if not page["items"]:
+        render.note("No documents." if not status else "No documents with that status.")
+        return
+    if render.out().is_terminal:
+        render.out().print(render.documents_table(page["items"]))
+    else:  # tab-separated, one document per line: for cut, awk and sort
+        for d in page["items"]:
+            render.plain("\t".join([d["id"], d["filename"], d["status"], str(d["size_bytes"]),
+                                    d["updated_at"]]))
+    if page["total"] > len(page["items"]):
+        render.note(f"{len(page['items'])} of {page['total']} shown; use --limit for more.")
+
+
+@handles_errors
+def show(
+    document_id: Annotated[str, typer.Argument(metavar="ID", help="A document id.")],
+    json_: JsonOption = False,
+) -> None:
+    """A document: its status timeline and its analysis.
+
+    Example: docintel show 3f2b9c1e-…
+    """
+    with client() as api:
+        doc = api.get(document_id)
+    if json_:
+        render.json_doc(doc)
+        return
+    render.out().print(render.document_detail(doc))
+
+
+@handles_errors
+def status(
+    document_id: Annotated[str, typer.Argument(metavar="ID", help="A document id.")],
+    json_: JsonOption = False,
+) -> None:
+    """A document's current status (exit 1 if it failed).
+
+    Example: docintel status 3f2b9c1e-… && echo done-or-running
+    """
+    with client() as api:
+        state = api.status(document_id)
+    if json_:
+        render.json_line(state)
+    else:
+        text = f"{render.escape(state['id'])}  {render.styled_status(state['status'])}  " \
+               f"{render.local_time(state.get('updated_at'))}"
+        if state.get("error"):
+            text += f"  {render.escape(state['error'])}"
+        render.line(text)
+    if state["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@handles_errors
+def delete(
+    document_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Document ids.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Delete documents, their files and their history (in any status).
+
+    Example: docintel delete 3f2b9c1e-… --yes
+    """
+    if not yes:
+        noun = "this document" if len(document_ids) == 1 else f"these {len(document_ids)} documents"
+        try:
+            confirmed = typer.confirm(f"Delete {noun}?", default=False, err=True)
+        except typer.Abort:  # no answer (stdin closed): do nothing
+            confirmed = False
+        if not confirmed:
+            raise fail("nothing deleted (add --yes to skip the question)", 1)
+    missing = 0
+    with client() as api:
+        for doc_id in document_ids:
+            try:
+                api.delete(doc_id)
+            except NotFound:
+                missing += 1
+                if json_:
+                    render.json_line({"id": doc_id, "deleted": False, "error": "not_found"})
+                else:
+                    render.error(f"no such document: {doc_id}")
+                continue
+            if json_:
+                render.json_line({"id": doc_id, "deleted": True})
+            else:
+                render.line(f"deleted {render.escape(doc_id)}")
+    if missing:
+        raise typer.Exit(1)
+

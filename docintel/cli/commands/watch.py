@@ -1,0 +1,103 @@
+"""`docintel watch`, and the following of the stream `upload --wait` shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.live import Live
+
+from docintel.cli import render
+from docintel.cli.client import Client
+from docintel.cli.commands._common import JsonOption, client, handles_errors
+from docintel.cli.commands.documents import StatusOption
+
+SEED_ROWS = 15  # recent documents shown when `watch` starts without ids
+
+
+def follow(
+    api: Client,
+    board: render.Board,
+    document_ids: Sequence[str],
+    *,
+    after: int | None,
+    json_: bool,
+    live: bool,
+    statuses: Sequence[str] = (),
+    lines: bool = False,
+) -> None:
+    """Feed `board` from the stream; with ids, return once each is terminal.
+
+    Output: JSON lines with `json_`, a Live table with `live`, a plain line per
+    event with `lines`, else nothing (the caller prints outcomes).
+    """
+    waiting = set(document_ids)
+
+    def reconnecting(message: str) -> None:
+        if live:
+            board.connection_note = message
+        else:
+            render.note(f"docintel: {message}")
+
+    api.on_reconnect = reconnecting
+
+    def consume() -> None:
+        for event in api.events(document_ids, after=after):
+            board.connection_note = None
+            shown = not statuses or event.status in statuses
+            if shown or event.document_id in board.rows:
+                row = board.apply(event)
+                if shown and json_:
+                    render.json_line(event.as_json())
+                elif shown and lines and event.terminal:
+                    render.out().print(render.outcome_line(row), soft_wrap=True)
+            if event.terminal:
+                waiting.discard(event.document_id)
+            if document_ids and not waiting:
+                return
+
+    if live:
+        with Live(board, console=render.out(), refresh_per_second=4, auto_refresh=True) as screen:
+            consume()
+            screen.refresh()
+    else:
+        consume()
+
+
+@handles_errors
+def watch(
+    document_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID...]", help="Only these; exit when all end.")
+    ] = None,
+    status: StatusOption = None,
+    since: Annotated[
+        int | None,
+        typer.Option(min=0, metavar="EVENT_ID",
+                     help="Replay events after this event id first (0: all history)."),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Follow documents live: a table on a terminal, JSON lines otherwise.
+
+    With IDs, exits once every one is completed or failed (1 if any failed);
+    without, follows new events until Ctrl-C. Reconnects by itself.
+
+    Example: docintel watch --json | jq -r 'select(.status=="failed") | .filename'
+    """
+    ids = list(dict.fromkeys(document_ids or []))
+    live = not json_ and render.out().is_terminal
+    as_json = not live
+    board = render.Board()
+    with client() as api:
+        if live and not ids and since is None:
+            recent = api.list(status or [], SEED_ROWS)["items"]
+            for doc in reversed(recent):  # oldest first, as events would add them
+                board.seed(doc)
+        # With ids, replay their history from the start: a document that has
+        # already ended is reported at once. Without, follow from now on.
+        after = since if since is not None else (0 if ids else None)
+        follow(api, board, ids, after=after, json_=as_json, live=live,
+               statuses=status or [])
+    if ids and any(board.rows[i].status != "completed" for i in ids if i in board.rows):
+        raise typer.Exit(1)

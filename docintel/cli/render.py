@@ -1,0 +1,322 @@
+"""Everything the CLI shows: the consoles, tables, the live table, progress.
+
+Data goes to stdout, messages and errors to stderr. Rich leaves out colour
+under NO_COLOR and all ANSI codes when a stream is not a terminal; callers
+branch on `is_terminal` for live displays (Live under a pipe prints only the
+last frame). User data (file names, summaries) is always escaped or printed
+with markup off: square brackets are Rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from docintel.cli.client import Event
+
+STATUS_STYLE = {
+    "pending": "yellow",
+    "processing": "cyan",
+    "analyzing": "blue",
+    "completed": "green",
+    "failed": "bold red",
+    "deleted": "magenta",
+}
+SENTIMENT_STYLE = {"positive": "green", "negative": "red", "neutral": "white", "mixed": "yellow"}
+STAGES = ("pending", "processing", "analyzing")
+
+_consoles: dict[str, tuple[Any, Console]] = {}
+
+
+def _console(name: str, stream: Any, **kwargs: Any) -> Console:
+    # One console per stream object: the stream changes under CliRunner, and
+    # Rich decides about colour when the console is made.
+    cached = _consoles.get(name)
+    if cached is None or cached[0] is not stream:
+        cached = (stream, Console(file=stream, highlight=False, **kwargs))
+        _consoles[name] = cached
+    return cached[1]
+
+
+def out() -> Console:
+    """The console for data (stdout)."""
+    return _console("out", sys.stdout)
+
+
+def err() -> Console:
+    """The console for messages and errors (stderr)."""
+    return _console("err", sys.stderr)
+
+
+def error(message: str) -> None:
+    """One line on stderr: `docintel: message`."""
+    err().print(f"docintel: {message}", markup=False, style="red", soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err().print(message, markup=False, style="dim", soft_wrap=True)
+
+
+def json_line(obj: Any) -> None:
+    """One JSON object per line, flushed now (for `| jq` and tail-like use)."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def json_doc(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def line(markup: str) -> None:
+    """A line of data; never wrapped (scripts cut and grep it)."""
+    out().print(markup, soft_wrap=True)
+    sys.stdout.flush()
+
+
+def plain(text: str) -> None:
+    """A line of data, printed as is."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def styled_status(status: str) -> str:
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
+
+
+# --- times ------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def local_time(value: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    parsed = parse_time(value)
+    return parsed.astimezone().strftime(fmt) if parsed else (value or "")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+# --- list / show / status ----------------------------------------------------
+
+
+def documents_table(items: Iterable[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("FILE", overflow="fold", min_width=16)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("SIZE", justify="right", no_wrap=True)
+    table.add_column("UPDATED", no_wrap=True)
+    for d in items:
+        table.add_row(
+            Text(d["id"]), Text(d["filename"]), status_text(d["status"]),
+            human_bytes(d.get("size_bytes", 0)), local_time(d.get("updated_at")),
+        )
+    return table
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def document_detail(doc: dict[str, Any]) -> RenderableType:
+    """`docintel show`: header, timeline, analysis."""
+    parts: list[RenderableType] = []
+    header = Text()
+    header.append(doc["filename"], style="bold")
+    header.append("  ")
+    header.append_text(status_text(doc["status"]))
+    parts.append(header)
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim", no_wrap=True)
+    facts.add_column(overflow="fold")
+    facts.add_row("id", doc["id"])
+    facts.add_row("type", f"{doc.get('content_type', '')}, {human_bytes(doc.get('size_bytes', 0))}")
+    facts.add_row("sha256", doc.get("sha256", ""))
+    facts.add_row("created", local_time(doc.get("created_at")))
+    parts.append(facts)
+    if doc.get("error"):
+        parts.append(Text.assemble(("\nError: ", "bold red"), doc["error"]))
+
+    history = doc.get("history") or []
+    if history:
+        parts.append(Text("\nTimeline", style="bold"))
+        timeline = Table.grid(padding=(0, 2))
+        timeline.add_column(no_wrap=True)
+        timeline.add_column(no_wrap=True)
+        timeline.add_column(justify="right", style="dim", no_wrap=True)
+        timeline.add_column(overflow="fold")
+        times = [parse_time(h.get("at")) for h in history]
+        for i, h in enumerate(history):
+            took = ""
+            if i + 1 < len(history) and times[i] and times[i + 1]:
+                took = duration((times[i + 1] - times[i]).total_seconds())  # type: ignore[operator]
+            timeline.add_row(
+                local_time(h.get("at"), "%H:%M:%S"), status_text(h["status"]), took,
+                Text(h.get("detail") or ""),
+            )
+        parts.append(Padding(timeline, (0, 0, 0, 2)))
+
+    analysis = doc.get("analysis")
+    if analysis:
+        parts.extend(analysis_parts(analysis))
+    return Group(*parts)
+
+
+def analysis_parts(analysis: dict[str, Any]) -> list[RenderableType]:
+    parts: list[RenderableType] = [Text("\nSummary", style="bold")]
+    parts.append(Padding(Text(analysis.get("summary", "")), (0, 0, 0, 2)))
+    topics = analysis.get("key_topics") or []
+    parts.append(Text.assemble(("\nTopics     ", "bold"), ", ".join(topics) or "—"))
+    sentiment = analysis.get("sentiment", "")
+    parts.append(
+        Text.assemble(("Sentiment  ", "bold"), (sentiment, SENTIMENT_STYLE.get(sentiment, "")))
+    )
+    items = analysis.get("action_items") or []
+    parts.append(Text("Action items", style="bold"))
+    if items:
+        for item in items:
+            parts.append(Padding(Text.assemble("• ", item), (0, 0, 0, 2)))
+    else:
+        parts.append(Padding(Text("none", style="dim"), (0, 0, 0, 2)))
+    by = f"analysed by {analysis.get('analyzer', '?')} ({analysis.get('model', '?')})"
+    parts.append(Text(by, style="dim"))
+    return parts
+
+
+# --- the live table of `watch` -------------------------------------------------
+
+
+@dataclass
+class Row:
+    document_id: str
+    filename: str
+    status: str
+    stages: list[tuple[str, datetime]] = field(default_factory=list)
+    updated: datetime | None = None
+    error: str | None = None
+    summary: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("completed", "failed", "deleted")
+
+
+class Board:
+    """The state of `watch`: one row per document, fed by events; renders as a table."""
+
+    def __init__(self, title: str | None = None) -> None:
+        self.rows: dict[str, Row] = {}
+        self.title = title
+        self.connection_note: str | None = None
+
+    def seed(self, doc: dict[str, Any]) -> None:
+        """A row from a listed document (before its next event arrives)."""
+        at = parse_time(doc.get("updated_at"))
+        row = Row(doc["id"], doc["filename"], doc["status"], error=doc.get("error"), updated=at)
+        if at and doc["status"] in STAGES:
+            row.stages.append((doc["status"], at))
+        self.rows.setdefault(doc["id"], row)
+
+    def apply(self, event: Event) -> Row:
+        data = event.data
+        doc_id = event.document_id
+        at = parse_time(data.get("timestamp")) or datetime.now(UTC)
+        row = self.rows.get(doc_id)
+        if row is None:
+            row = self.rows[doc_id] = Row(doc_id, data.get("filename") or "", event.status)
+        if data.get("filename"):
+            row.filename = data["filename"]
+        row.status = event.status
+        row.updated = at
+        if not row.stages or row.stages[-1][0] != event.status:
+            row.stages.append((event.status, at))
+        if data.get("error"):
+            row.error = data["error"]
+        if data.get("analysis"):
+            row.summary = data["analysis"].get("summary")
+        return row
+
+    @staticmethod
+    def stage_time(row: Row, stage: str, now: datetime) -> Text:
+        """How long the row spent in `stage` (still counting if it is there now)."""
+        for i, (name, started) in enumerate(row.stages):
+            if name != stage:
+                continue
+            running = i + 1 == len(row.stages)
+            ended = now if running else row.stages[i + 1][1]
+            seconds = max(0.0, (ended - started).total_seconds())
+            return Text(duration(seconds), style="bold" if running and not row.terminal else "")
+        return Text("—" if row.terminal else "", style="dim")
+
+    def __rich__(self) -> Table:
+        now = datetime.now(UTC)
+        caption = self.connection_note or ("waiting for events…" if not self.rows else None)
+        table = Table(title=self.title, caption=caption, header_style="bold")
+        table.add_column("ID", no_wrap=True, min_width=8)
+        # The one column that gives way on a narrow terminal (Rich only shrinks wrappable ones).
+        table.add_column("FILE", overflow="ellipsis", min_width=10, max_width=36)
+        table.add_column("STATUS", no_wrap=True, min_width=10)
+        table.add_column("QUEUED", justify="right", no_wrap=True, min_width=6)
+        table.add_column("EXTRACT", justify="right", no_wrap=True, min_width=6)
+        table.add_column("ANALYSE", justify="right", no_wrap=True, min_width=6)
+        table.add_column("UPDATED", no_wrap=True, min_width=8)
+        for row in list(self.rows.values()):
+            updated = row.updated.astimezone().strftime("%H:%M:%S") if row.updated else ""
+            table.add_row(
+                Text(row.document_id[:8]),
+                Text(row.filename, no_wrap=True, overflow="ellipsis"),
+                status_text(row.status),
+                *(self.stage_time(row, stage, now) for stage in STAGES),
+                Text(updated),
+            )
+        return table
+
+
+def outcome_line(row: Row) -> Text:
+    """The one-line result of a document that reached the end (`upload --wait`)."""
+    text = Text.assemble(
+        (row.status, STATUS_STYLE.get(row.status, "")), f"  {row.filename}  {row.document_id}"
+    )
+    if row.status == "completed" and row.summary:
+        text.append("  " + row.summary)
+    elif row.error:
+        text.append("  " + row.error)
+    return text
