@@ -138,11 +138,11 @@ def test_live_stream_without_last_event_id_starts_at_the_end(
     def listen() -> None:
         got.extend(read_events(llm_server, token, until=lambda ev: ids and terminal_for(ids)(ev)))
 
-    before = alice.get("/healthz").json()["subscribers"]
+    before = alice.get("/healthz").json()["streams"]
     listener = threading.Thread(target=listen)
     listener.start()
     deadline = time.monotonic() + 10
-    while alice.get("/healthz").json()["subscribers"] <= before and time.monotonic() < deadline:
+    while alice.get("/healthz").json()["streams"] <= before and time.monotonic() < deadline:
         time.sleep(0.05)
     ids.extend(d["id"] for d in upload(alice, TXTS / "accents-utf8.txt").json()["documents"])
     listener.join(30)

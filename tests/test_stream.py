@@ -11,8 +11,8 @@ import httpx
 from tests.conftest import ServerProcess
 
 
-def subscribers(server: ServerProcess) -> int:
-    return httpx.get(server.url + "/healthz").json()["subscribers"]
+def streams(server: ServerProcess) -> int:
+    return httpx.get(server.url + "/healthz").json()["streams"]
 
 
 def wait_for(condition, timeout: float = 10.0) -> bool:
@@ -26,12 +26,12 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
 
 def test_a_dropped_client_frees_its_subscription(offline_server: ServerProcess) -> None:
     token = offline_server.login()
-    base = subscribers(offline_server)
+    base = streams(offline_server)
     with httpx.stream("GET", offline_server.url + "/documents/stream",
                       headers={"Authorization": f"Bearer {token}"}) as response:
         assert response.status_code == 200
-        assert wait_for(lambda: subscribers(offline_server) == base + 1)
-    assert wait_for(lambda: subscribers(offline_server) == base)
+        assert wait_for(lambda: streams(offline_server) == base + 1)
+    assert wait_for(lambda: streams(offline_server) == base)
 
 
 def test_bad_last_event_id_is_a_400_before_streaming(offline_server: ServerProcess) -> None:
@@ -57,7 +57,7 @@ def test_ctrl_c_with_open_streams_ends_them_and_exits(make_server) -> None:
     clients = [threading.Thread(target=hold_stream) for _ in range(3)]
     for client in clients:
         client.start()
-    assert wait_for(lambda: subscribers(server) == 4)  # 3 streams + the worker pool
+    assert wait_for(lambda: streams(server) == 3)
     # A hang here would be uvicorn waiting forever on the streams; the bound is
     # generous and only there to turn a hang into a failure.
     assert server.stop(signal.SIGINT, timeout=15) in (0, 130)  # 130: the shell convention for Ctrl-C
@@ -65,3 +65,104 @@ def test_ctrl_c_with_open_streams_ends_them_and_exits(make_server) -> None:
         client.join(5)
     assert ended == ["closed by the server"] * 3
     assert "Application shutdown complete" in server.log()
+
+
+def _open_stream_socket(server: ServerProcess, token: str, query: str = "", rcvbuf: int = 0):
+    import socket
+
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(
+        f"GET /documents/stream?access_token={token}{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_stream_churn_leaves_no_subscriptions_or_tasks_behind(offline_server: ServerProcess) -> None:
+    token = offline_server.login()
+    health = lambda: httpx.get(offline_server.url + "/healthz").json()  # noqa: E731
+    before = health()
+    rss_before = _rss_kb(offline_server)
+    for _ in range(2000):
+        sock = _open_stream_socket(offline_server, token)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200")
+        sock.close()
+    assert wait_for(lambda: health()["streams"] == before["streams"] == 0)
+    assert wait_for(lambda: health()["tasks"] <= before["tasks"])
+    print(f"\nstream churn: 2000 cycles, server RSS {rss_before} kB -> {_rss_kb(offline_server)} kB")
+
+
+def _rss_kb(server: ServerProcess) -> int:
+    assert server.proc is not None
+    with open(f"/proc/{server.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
+    """A stalled reader holds only its socket buffers; workers and other readers carry on."""
+    from tests.conftest import read_events, terminal_for, upload
+
+    server: ServerProcess = make_server(
+        {"DOCINTEL_ANALYZER": "offline", "DOCINTEL_UPLOADS_PER_MINUTE": "1000"}
+    )
+    token = server.login()
+    text = " ".join(f"Team {i} must review budget line {i} before the end of this month." for i in range(12))
+    stalled = _open_stream_socket(server, token, "&last_event_id=0", rcvbuf=2048)
+    try:
+        with server.client() as alice:
+            ids = []
+            for batch in range(4):
+                files = [(f"b{batch}-{i}.txt", text.encode()) for i in range(20)]
+                ids += [d["id"] for d in upload(alice, *files).json()["documents"]]
+            events = read_events(server, token, params={"last_event_id": 0}, until=terminal_for(ids))
+        completed = {e["data"]["document_id"] for e in events if e["data"]["status"] == "completed"}
+        assert completed == set(ids)
+        assert streams(server) == 1  # the stalled one, still connected, costing no worker time
+    finally:
+        stalled.close()
+    assert wait_for(lambda: streams(server) == 0)
+
+
+def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
+    """SlowClientGuard through its ASGI interface: a send that never completes ends the stream."""
+    import asyncio
+    import logging
+
+    from docintel.server.slowclients import INCOMPLETE, QuietDeliberateDrops, SlowClientGuard
+
+    seen: list[str] = []
+
+    async def streaming_app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        sender = asyncio.ensure_future(send({"type": "http.response.body", "body": b"x" * 10, "more_body": True}))
+        message = await receive()  # what Starlette's StreamingResponse listens for
+        seen.append(message["type"])
+        sender.cancel()
+
+    async def client_receive():
+        await asyncio.sleep(3600)  # the client never says anything
+
+    async def stuck_send(message) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.sleep(3600)  # flow control: the client stopped reading
+
+    async def run() -> bool:
+        guard = SlowClientGuard(streaming_app, path="/documents/stream", timeout=0.2)
+        scope = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
+        with caplog.at_level(logging.WARNING, logger="docintel.server.stream"):
+            async with asyncio.timeout(5):  # not wait_for: uvicorn awaits the app in its own task
+                await guard(scope, client_receive, stuck_send)
+        record = logging.LogRecord("uvicorn.error", logging.ERROR, "", 0, INCOMPLETE, None, None)
+        return QuietDeliberateDrops().filter(record)
+
+    assert asyncio.run(run()) is False  # uvicorn's "incomplete response" line is silenced
+    assert seen == ["http.disconnect"]
+    assert "dropped stream client 127.0.0.1:5" in caplog.text

@@ -48,6 +48,8 @@ class Settings:
     extract_memory_mb: int = 1024
     max_pages: int = 2000
     max_text_chars: int = 2_000_000
+    # A stream client that takes no data for this long is dropped (it can resume).
+    stream_send_timeout: float = 30.0
     # Per minute: failed logins per username and per client address; uploads per user.
     login_attempts_per_minute: int = 10
     uploads_per_minute: int = 60

@@ -58,6 +58,7 @@ class DocumentService:
         )
         self.workers = WorkerPool(self.db, self.bus, self.pipeline, settings.workers)
         self.stopping = asyncio.Event()
+        self.open_streams = 0
 
     async def start(self) -> None:
         await asyncio.to_thread(self.storage.prepare)
@@ -147,6 +148,16 @@ class DocumentService:
         Replay and live tail are one loop over the log by id, so nothing is
         lost or repeated between them. `after=None` starts at the log's end.
         """
+        self.open_streams += 1
+        try:
+            async for event in self._follow(owner, after, document_ids):
+                yield event
+        finally:
+            self.open_streams -= 1
+
+    async def _follow(
+        self, owner: str, after: int | None, document_ids: Sequence[str]
+    ) -> AsyncIterator[Event]:
         with self.bus.subscribe() as wake:
             if after is None:
                 after = await self.db.run(events.last_id)

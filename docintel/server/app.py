@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from docintel.core.errors import (
 from docintel.core.ratelimit import RateLimiter
 from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator
+from docintel.server.slowclients import SlowClientGuard
 from docintel.server.routes import auth, documents, stream
 
 log = logging.getLogger("docintel.server")
@@ -62,14 +64,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.authenticator = Authenticator(settings)
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     _add_error_handlers(app)
+    app.add_middleware(
+        SlowClientGuard, path="/documents/stream", timeout=settings.stream_send_timeout
+    )
     app.include_router(auth.router)
     app.include_router(stream.router)  # before /documents/{id}, which would match "stream"
     app.include_router(documents.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, object]:
-        """Liveness, and the number of open event subscriptions."""
-        return {"status": "ok", "version": __version__, "subscribers": service.bus.subscriber_count}
+        """Liveness, with open event streams and asyncio tasks (to spot leaks)."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "streams": service.open_streams,
+            "tasks": len(asyncio.all_tasks()),
+        }
 
     return app
 

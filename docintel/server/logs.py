@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
+from docintel.server.slowclients import QuietDeliberateDrops
+
 # ?access_token=… (EventSource clients) would otherwise land in the access log.
 _SECRET_IN_URL = re.compile(r"(access_token=)[^&\s\"]+")
 
@@ -26,7 +28,10 @@ def configure(level: str = "INFO") -> dict[str, object]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets}},
+        "filters": {
+            "redact": {"()": RedactSecrets},
+            "deliberate_drops": {"()": QuietDeliberateDrops},
+        },
         "formatters": {
             "default": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
         },
@@ -34,7 +39,7 @@ def configure(level: str = "INFO") -> dict[str, object]:
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["redact"],
+                "filters": ["redact", "deliberate_drops"],
                 "stream": "ext://sys.stderr",
             }
         },

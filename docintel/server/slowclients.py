@@ -1,0 +1,73 @@
+"""Disconnect stream clients that stop reading.
+
+An SSE client that stops reading costs the server little (a stream pulls from
+the event log, so nothing queues up for it), but its response would stay
+blocked in flow control for ever. This middleware bounds each send of the
+stream: a client that has not taken a message within the timeout is dropped,
+and can resume without loss with Last-Event-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("docintel.server.stream")
+
+# The connection's task gets a fresh holder; sends run in child tasks (which
+# copy the context), so they mark the shared holder rather than set the var.
+# The logging filter below reads it to tell our deliberate drop from a bug.
+_dropped: contextvars.ContextVar[set[str]] = contextvars.ContextVar("dropped")
+INCOMPLETE = "ASGI callable returned without completing response."
+
+
+class SlowClientGuard:
+    def __init__(self, app: ASGIApp, path: str, timeout: float) -> None:
+        self.app = app
+        self.path = path
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        gave_up = asyncio.Event()
+        marks: set[str] = set()
+        _dropped.set(marks)
+
+        async def guarded_send(message: Message) -> None:
+            if gave_up.is_set():
+                return
+            try:
+                await asyncio.wait_for(send(message), self.timeout)
+            except TimeoutError:
+                client = scope.get("client") or ("?", 0)
+                log.warning(
+                    "dropped stream client %s:%s: it read nothing for %g s",
+                    client[0], client[1], self.timeout,
+                )
+                marks.add("dropped")
+                gave_up.set()
+
+        async def guarded_receive() -> Message:
+            # Once we gave up, answer as if the client had gone: the response ends now.
+            message = asyncio.ensure_future(receive())
+            dropped = asyncio.ensure_future(gave_up.wait())
+            await asyncio.wait({message, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if message.done():
+                dropped.cancel()
+                return message.result()
+            message.cancel()
+            return {"type": "http.disconnect"}
+
+        await self.app(scope, guarded_receive, guarded_send)
+
+
+class QuietDeliberateDrops(logging.Filter):
+    """uvicorn reports a response we ended on purpose as an error; it is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == INCOMPLETE and "dropped" in _dropped.get(set()))
