@@ -132,11 +132,11 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
 
 
 def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
-    """SlowClientGuard through its ASGI interface: a send that never completes ends the stream."""
+    """StreamGuard through its ASGI interface: a send that never completes ends the stream."""
     import asyncio
     import logging
 
-    from docintel.server.slowclients import INCOMPLETE, QuietDeliberateDrops, SlowClientGuard
+    from docintel.server.streamguard import INCOMPLETE, QuietDeliberateDrops, StreamGuard
 
     seen: list[str] = []
 
@@ -155,7 +155,7 @@ def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
             await asyncio.sleep(3600)  # flow control: the client stopped reading
 
     async def run() -> bool:
-        guard = SlowClientGuard(streaming_app, path="/documents/stream", timeout=0.2)
+        guard = StreamGuard(streaming_app, path="/documents/stream", timeout=0.2)
         scope = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
         with caplog.at_level(logging.WARNING, logger="docintel.server.stream"):
             async with asyncio.timeout(5):  # not wait_for: uvicorn awaits the app in its own task
@@ -166,3 +166,19 @@ def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
     assert asyncio.run(run()) is False  # uvicorn's "incomplete response" line is silenced
     assert seen == ["http.disconnect"]
     assert "dropped stream client 127.0.0.1:5" in caplog.text
+
+
+def test_disconnecting_mid_replay_logs_no_error(offline_server: ServerProcess) -> None:
+    """Guards fastapi.sse's disconnect race (BrokenResourceError in its keep-alive task)."""
+    from tests.conftest import upload, wait_terminal
+
+    with offline_server.client() as alice:
+        ids = [d["id"] for d in upload(alice, *((f"r{i}.txt", b"Replay me. Twice.") for i in range(20))).json()["documents"]]
+        wait_terminal(alice, ids)
+        token = alice.headers["Authorization"].split()[1]
+    for _ in range(100):
+        sock = _open_stream_socket(offline_server, token, "&last_event_id=0")
+        sock.recv(1024)
+        sock.close()
+    assert wait_for(lambda: streams(offline_server) == 0)
+    assert "Exception in ASGI application" not in offline_server.log()

@@ -25,7 +25,7 @@ from docintel.core.errors import (
 from docintel.core.ratelimit import RateLimiter
 from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator
-from docintel.server.slowclients import SlowClientGuard
+from docintel.server.streamguard import StreamGuard
 from docintel.server.routes import auth, documents, stream
 
 log = logging.getLogger("docintel.server")
@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     _add_error_handlers(app)
     app.add_middleware(
-        SlowClientGuard, path="/documents/stream", timeout=settings.stream_send_timeout
+        StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout
     )
     app.include_router(auth.router)
     app.include_router(stream.router)  # before /documents/{id}, which would match "stream"

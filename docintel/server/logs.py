@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from docintel.server.slowclients import QuietDeliberateDrops
+from docintel.server.streamguard import QuietDeliberateDrops
 
 # ?access_token=… (EventSource clients) would otherwise land in the access log.
 _SECRET_IN_URL = re.compile(r"(access_token=)[^&\s\"]+")

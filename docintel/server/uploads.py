@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -78,6 +79,9 @@ class UploadReceiver:
             async for chunk in request.stream():
                 parser.write(chunk)
             parser.finalize()
+        except MultipartParseError as exc:
+            self.discard()
+            raise UnreadableFile(f"The upload is not valid multipart/form-data ({exc}).") from None
         except BaseException:
             # Cut off mid-body or malformed: keep nothing of this request.
             self.discard()

@@ -122,7 +122,7 @@ async def list_documents(
     service: ServiceDep,
     status_: Annotated[list[Status], Query(alias="status")] = [],  # noqa: B006 (FastAPI copies it)
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> DocumentsPublic:
     """List your documents, newest first."""
     items, total = await service.list(user, status_, limit, offset)

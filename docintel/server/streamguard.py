@@ -1,10 +1,16 @@
-"""Disconnect stream clients that stop reading.
+"""Transport-level care for the event stream: slow clients and disconnects.
 
-An SSE client that stops reading costs the server little (a stream pulls from
+1. An SSE client that stops reading costs the server little (a stream pulls from
 the event log, so nothing queues up for it), but its response would stay
 blocked in flow control for ever. This middleware bounds each send of the
 stream: a client that has not taken a message within the timeout is dropped,
 and can resume without loss with Last-Event-ID.
+
+2. fastapi.sse has a race on client disconnect (fastapi discussion #15725): if
+the keep-alive task is mid-send when the request's exit stack closes its
+stream, anyio raises BrokenResourceError and uvicorn logs "Exception in ASGI
+application" for an ordinary disconnect. Only that error, and only after the
+response started, is absorbed here.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+
+import anyio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,7 +32,7 @@ _dropped: contextvars.ContextVar[set[str]] = contextvars.ContextVar("dropped")
 INCOMPLETE = "ASGI callable returned without completing response."
 
 
-class SlowClientGuard:
+class StreamGuard:
     def __init__(self, app: ASGIApp, path: str, timeout: float) -> None:
         self.app = app
         self.path = path
@@ -63,7 +71,13 @@ class SlowClientGuard:
             message.cancel()
             return {"type": "http.disconnect"}
 
-        await self.app(scope, guarded_receive, guarded_send)
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except BaseExceptionGroup as group:
+            _, rest = group.split((anyio.BrokenResourceError, anyio.ClosedResourceError))
+            if rest is not None:
+                raise rest from None
+            log.debug("stream ended: the client went away mid-send")
 
 
 class QuietDeliberateDrops(logging.Filter):
