@@ -1,0 +1,44 @@
+"""Shared bits for the benchmarks: a live server and small statistics."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ServerProcess
+
+
+def start_server(env: dict[str, str]) -> ServerProcess:
+    root = Path(tempfile.mkdtemp(prefix="docintel-bench-"))
+    return ServerProcess(root / "data", {"DOCINTEL_ANALYZER": "offline", **env}).start()
+
+
+def latencies(url: str, count: int, pause: float = 0.01) -> list[float]:
+    """Sequential GETs of `url`; each latency in milliseconds."""
+    out = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(count):
+            start = time.perf_counter()
+            client.get(url).raise_for_status()
+            out.append((time.perf_counter() - start) * 1000)
+            time.sleep(pause)
+    return out
+
+
+def summary(values: list[float]) -> str:
+    values = sorted(values)
+    p95 = values[int(len(values) * 0.95) - 1]
+    return f"median {statistics.median(values):6.2f}  p95 {p95:6.2f}  max {values[-1]:6.2f}"
+
+
+def rss_kb(server: ServerProcess) -> int:
+    assert server.proc is not None
+    with open(f"/proc/{server.proc.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
