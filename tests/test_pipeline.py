@@ -258,3 +258,18 @@ def test_reconnect_with_last_event_id_after_restart_gets_exactly_the_missed_even
     assert [e["data"]["status"] for e in missed] == STAGES
     assert all(e["data"]["document_id"] == second["id"] for e in missed)
     assert missed[0]["id"] > last_seen
+
+
+def test_server_log_never_carries_the_api_key_tokens_or_document_text(
+    llm_server: ServerProcess, alice: httpx.Client
+) -> None:
+    secret_text = f"Confidential merger codename {time.time_ns()}. FAKE-SCRIPT:s{time.time_ns()}:401"
+    [doc] = upload(alice, ("secret.txt", secret_text.encode())).json()["documents"]
+    detail = wait_terminal(alice, [doc["id"]])[doc["id"]]
+    assert detail["status"] == "failed"
+    assert "Authentication with the language model service failed" in detail["error"]
+    log = llm_server.log()
+    assert "sk-test-key-never-logged" not in log
+    assert "Confidential merger codename" not in log
+    assert alice.headers["Authorization"].split()[1] not in log
+    assert "sk-test-key-never-logged" not in detail["error"]
