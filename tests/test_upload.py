@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from pathlib import Path
 
 import httpx
 import pytest

@@ -25,8 +25,8 @@ from docintel.core.errors import (
 from docintel.core.ratelimit import RateLimiter
 from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator
-from docintel.server.streamguard import StreamGuard
 from docintel.server.routes import auth, documents, stream
+from docintel.server.streamguard import StreamGuard
 
 log = logging.getLogger("docintel.server")
 

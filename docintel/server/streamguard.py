@@ -20,7 +20,6 @@ import contextvars
 import logging
 
 import anyio
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("docintel.server.stream")
