@@ -254,3 +254,128 @@ def test_failure_is_analysis_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(offline, "_analyze", boom)
     with pytest.raises(AnalysisFailed, match="broken"):
         analyze("Anything at all.")
+
+
+# --- section headings, paragraphs and whole sentences -------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def paragraphs(text: str) -> list[str]:
+    return [flat(p) for p in text.split("\n\n") if p.strip()]
+
+
+def summary_sentences(summary: str) -> list[str]:
+    return [s.strip() for s in pysbd.Segmenter(language="en", clean=False).segment(summary)]
+
+
+@pytest.fixture(scope="module")
+def team_sync() -> str:
+    return (EXAMPLES / "team-sync-notes.txt").read_text(encoding="utf-8")
+
+
+def test_team_sync_summary_is_whole_sentences_without_headings(team_sync: str) -> None:
+    result = analyze(team_sync, "team-sync-notes.txt")
+    assert_valid(result)
+    summary = result.summary
+    assert "..." not in summary and "…" not in summary
+    for heading in ("Release 2.4", "On-call load", "Hiring", "Action items"):
+        assert not summary.startswith(heading), summary
+        assert f"{heading} The" not in summary and f"{heading} Two" not in summary
+    document = flat(team_sync)
+    for sentence in summary_sentences(summary):
+        assert sentence in document, f"not verbatim from the notes: {sentence!r}"
+
+
+def test_team_sync_action_items_are_the_bullets(team_sync: str) -> None:
+    items = analyze(team_sync, "team-sync-notes.txt").action_items
+    bullets = [line[2:] for line in team_sync.splitlines() if line.startswith("- ")]
+    assert len(bullets) == 5
+    for bullet in bullets:
+        assert bullet in items, f"{bullet!r} missing from {items}"
+    paras = paragraphs(team_sync)
+    for item in items:
+        assert len(item) <= 300, item
+        assert not item.endswith("..."), item
+        assert any(item in p for p in paras), f"spans paragraphs or is not verbatim: {item!r}"
+        # A whole multi-sentence paragraph is not an item.
+        assert len(summary_sentences(item)) == 1, item
+        assert not item.startswith(("Release 2.4", "Hiring", "On-call load")), item
+
+
+def test_numbered_heading_before_a_paragraph_is_not_an_item() -> None:
+    text = (
+        "1. Budget\n"
+        "The budget was approved on Monday. Spending stays flat next year.\n\n"
+        "2. Office move\n\n"
+        "The move to the new office is planned for March. Everyone\n"
+        "agreed the timeline is realistic and the landlord has signed.\n"
+    )
+    result = analyze(text)
+    assert_valid(result)
+    assert not any(i.startswith(("Budget", "Office move")) for i in result.action_items)
+    assert "Budget The" not in result.summary and "Office move The" not in result.summary
+    for sentence in summary_sentences(result.summary):
+        assert sentence in flat(text), sentence
+
+
+def test_wrapped_numbered_items_stay_items() -> None:
+    text = (
+        "Actions:\n"
+        "1. Please schedule a staffing review for the\n"
+        "Leeds warehouse before 15 October.\n"
+        "2. Send the forecast\n"
+        "3. Book the venue\n"
+        "The venue must seat forty people.\n"
+    )
+    items = analyze(text).action_items
+    assert "Please schedule a staffing review for the Leeds warehouse before 15 October." in items
+    assert "Send the forecast" in items
+    assert any(i.startswith("Book the venue") for i in items)
+
+
+def test_action_title_without_colon_marks_a_task_list() -> None:
+    text = (
+        "Weekly notes\n\nThe launch went well and customers are happy with it.\n\n"
+        "Next steps\n- Jun to add log rotation on the server\n- Anna on the pricing page\n"
+    )
+    items = analyze(text).action_items
+    assert "Jun to add log rotation on the server" in items
+    assert "Anna on the pricing page" in items
+
+
+def test_summary_skips_overlong_sentences_rather_than_clipping() -> None:
+    run_on = "The committee discussed " + ", ".join(f"item number {i}" for i in range(60)) + "."
+    text = (
+        "The warehouse review is finished. Costs rose in the third quarter. "
+        f"{run_on} Deliveries were on time. The board approved the plan."
+    )
+    result = analyze(text)
+    assert_valid(result)
+    assert "..." not in result.summary
+    assert "item number 30" not in result.summary
+    # Only when there is nothing else is a sentence clipped.
+    alone = analyze(run_on)
+    assert_valid(alone)
+    assert alone.summary.strip()
+
+
+def test_colon_mid_sentence_does_not_split_a_paragraph() -> None:
+    text = (EXAMPLES / "review-standing-desk.txt").read_text(encoding="utf-8")
+    result = analyze(text)
+    assert_valid(result)
+    for sentence in summary_sentences(result.summary):
+        assert sentence[:1].isupper(), f"a fragment: {sentence!r}"
+        assert sentence in flat(text)
+
+
+def test_noun_that_looks_like_a_verb_is_no_task() -> None:
+    text = (EXAMPLES / "supplier-complaint.txt").read_text(encoding="utf-8")
+    result = analyze(text)
+    assert not any(i.startswith("Order 55120") for i in result.action_items)
+    assert any(i.startswith("Please send us a written explanation") for i in result.action_items)
+    assert "Operations Manager, Harbour Foods" not in result.summary

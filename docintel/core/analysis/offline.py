@@ -53,6 +53,8 @@ _PUNCT = ".,;:!?()[]{}\"'“”‘’«»"
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•‣◦▪●○■□–—]|\(?\d{1,3}[.)]|\(?[a-z][.)]|\[[ xX]?\])\s+")
 _HEADER_FIELD = re.compile(r"^([A-Z][\w'/-]*(?: [\w'/-]+){0,3}):\s+(\S.*)$")
 _EMAIL_HEADERS = frozenset("from to cc bcc date sent re fwd fw attachments attachment".split())
+# Fields whose label is no topic, though their value may be: "Attendees: Priya, Marco".
+_VALUE_ONLY_FIELDS = frozenset("subject attendees participants present absent apologies".split())
 _JUNK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\ue000-\uf8ff\U000f0000-\U0010ffff]")
 _TOKEN = re.compile(r"[^\w\s]*\w\S*")  # a whitespace-separated token with a letter or digit
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
@@ -61,6 +63,24 @@ _ACTION_HEADING = re.compile(
     r"follow[- ]ups?|deliverables|what (?:you|we) need to do)\b",
     re.IGNORECASE,
 )
+# Articles, prepositions and conjunctions (lowercase, as written): a line
+# ending in one was wrapped mid-phrase and is not a title.
+_FUNCTION_WORDS = frozenset(
+    """
+    a an the of for to and or but nor with in on at by from into onto than that as is are
+    was were be been our your their his her its my this these those which who whose if so
+    via per about over under after before between
+    der die das den dem des ein eine einen einem einer und oder aber mit von zu für auf im
+    am bei aus nach über unter dass als wie
+    le la les un une des du de et ou mais pour avec dans sur par en au aux que qui
+    el los las unos unas del y o pero para con por al il lo gli di della ma su da che
+    os as um uma do da ou mas com em ao het een maar voor met op van te aan dat
+    """.split()
+)
+# "Action items", "Next steps" as a title line of their own.
+_ACTION_TITLE = re.compile(r"(?:" + _ACTION_HEADING.pattern + r")\W*$", re.IGNORECASE)
+# A section number before a heading: "1", "1.2", "2.3.1", "IV.", "A.".
+_SECTION_NUMBER = re.compile(r"^(?:\d{1,3}(?:\.\d{1,3})*\.?|[IVX]{1,4}\.|[A-Z]\.)\s+(?=\S)")
 _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
@@ -96,6 +116,11 @@ _PLEASE = re.compile(
 _LABEL = re.compile(
     r"^(?:action(?: items?| points?)?|todo|to-do|to do|ai|follow[- ]up|next steps?)"
     r"\s*[:\-–]\s*",
+    re.IGNORECASE,
+)
+# "Order 55120 was promised…": the verb-like first word is the subject's noun.
+_NOUN_SUBJECT = re.compile(
+    r"(?:\s+\S+){0,2}?\s+(?:is|was|are|were|has|had|will|would|can|could|may)\b",
     re.IGNORECASE,
 )
 _TODO = re.compile(r"\b(?:TODO|FIXME)\b")
@@ -360,11 +385,21 @@ def _units(text: str) -> list[_Unit]:
     A line break ends a unit when the line ends a sentence, when the next line
     starts a list item, or when the line is a header field ("Subject: …") or a
     short title; otherwise the lines are a wrapped paragraph and are joined.
+    A numbered line that is short and unpunctuated and is followed by a
+    paragraph ("1. Release 2.4" then prose) is a section heading, not an item.
     """
     units: list[_Unit] = []
     action_list = False
-    for paragraph in re.split(r"\n\s*\n", text):
-        lines = [line.strip() for line in paragraph.split("\n") if line.strip()]
+    paragraphs = [
+        lines
+        for lines in (
+            [line.strip() for line in paragraph.split("\n") if line.strip()]
+            for paragraph in re.split(r"\n\s*\n", text)
+        )
+        if lines
+    ]
+    for p, lines in enumerate(paragraphs):
+        next_paragraph = paragraphs[p + 1] if p + 1 < len(paragraphs) else None
         current: list[str] = []
         kind = "prose"
 
@@ -377,19 +412,28 @@ def _units(text: str) -> list[_Unit]:
                 units.append(_Unit(body, "item", action_list))
             elif kind == "heading" or (body.endswith(":") and len(body) <= 120):
                 units.append(_Unit(body, "heading"))
-                # "Actions:", "Please do the following:" — the items after it are tasks.
+                # "Actions:", "Please do the following:", "Action items" — the
+                # items after it are tasks.
                 cue = _ACTION_HEADING.search(body) or _PLEASE.search(body)
-                action_list = body.endswith(":") and bool(cue or _OBLIGATION.search(body))
+                action_list = (
+                    body.endswith(":") and bool(cue or _OBLIGATION.search(body))
+                ) or _is_action_title(body)
             else:
                 units.append(_Unit(body, "prose"))
                 action_list = False
             current, kind = [], "prose"
 
         for i, line in enumerate(lines):
+            following = lines[i + 1] if i + 1 < len(lines) else None
             marker = _LIST_MARKER.match(line)
             if marker and len(line) > marker.end():
                 flush()
-                current, kind = [line[marker.end() :]], "item"
+                body = line[marker.end() :]
+                if _is_numbered_heading(line, body, following, next_paragraph):
+                    current, kind = [body], "heading"
+                    flush()
+                    continue
+                current, kind = [body], "item"
             elif _LABEL.match(line):  # "Action: …", "TODO: …" lines are items too
                 flush()
                 current, kind = [line], "item"
@@ -397,23 +441,115 @@ def _units(text: str) -> list[_Unit]:
                 flush()
                 current, kind = [line], "heading"
                 flush()
-            elif not current and _is_title(line, lines[i + 1] if i + 1 < len(lines) else None):
+            elif not current and _is_title(line, following):
                 current, kind = [line], "heading"
                 flush()
             else:
                 current.append(line)
-            if current and (_ends_sentence(line) or line.endswith(":")):
+            # A line ending in a colon ends a lead-in ("Actions:"), unless the
+            # sentence carries on in lowercase on the next line.
+            if current and (
+                _ends_sentence(line) or (line.endswith(":") and not _continues(line, following))
+            ):
                 flush()
         flush()
     return units
 
 
+def _continues(line: str, following: str | None) -> bool:
+    """Does `following` carry on the sentence `line` (ending in a colon) started?"""
+    return bool(
+        following
+        and len(line.split()) >= 3
+        and len(following.split()) >= 3
+        and following[:1].islower()
+        and not _LIST_MARKER.match(following)
+        and not _LABEL.match(following)
+    )
+
+
+def _starts_upper(line: str) -> bool:
+    head = line.lstrip("\"'“‘«(")
+    return head[:1].isupper()
+
+
 def _is_title(line: str, following: str | None) -> bool:
-    """A short line without punctuation standing before a capitalised line."""
+    """A short line without punctuation standing before a capitalised line or a section."""
     if _ends_sentence(line) or len(line.split()) > 6 or following is None:
         return False
-    return following[:1].isupper() or bool(
-        _LIST_MARKER.match(following) or _LABEL.match(following)
+    if _LIST_MARKER.match(following) or _LABEL.match(following):
+        return True
+    words = _WORD.findall(line)
+    if words and words[-1] in _FUNCTION_WORDS:
+        return False  # a wrapped line: "…a staffing review for the" / "Leeds warehouse…"
+    number = _SECTION_NUMBER.match(following)  # "1 Basics" / "1.1 Spaces"
+    return _starts_upper(following[number.end() :] if number else following)
+
+
+def _open_ended(line: str) -> bool:
+    """Does `line` stop mid-phrase ("…a staffing review for the"), so the next line goes on?"""
+    if line.endswith((",", ";", "-", "–", "—", "&", "/", "+")):
+        return True
+    words = _WORD.findall(line)
+    return bool(words) and words[-1] in _FUNCTION_WORDS
+
+
+def _is_action_title(body: str) -> bool:
+    """A short title such as "Action items" or "Next steps" (no colon needed)."""
+    return (
+        len(body.split()) <= 5 and not _is_header_field(body) and bool(_ACTION_TITLE.search(body))
+    )
+
+
+def _is_numbered_heading(
+    line: str,
+    body: str,
+    following: str | None,
+    next_paragraph: list[str] | None,
+) -> bool:
+    """Is a list-marked line a section heading ("1. Release 2.4") rather than an item?
+
+    It is when it is numbered, short, unpunctuated, does not read like a task,
+    and a paragraph follows it: on the next line, or after a blank line.
+    """
+    if not re.match(r"\s*\(?(?:\d{1,3}|[a-zA-Z])[.)]", line):
+        return False  # bullets are items
+    words = body.split()
+    if (
+        len(words) > 8
+        or len(body) > 60
+        or _ends_sentence(body)
+        or body.endswith(":")
+        or _open_ended(body)
+        or _has_task_cue(body)
+    ):
+        return False
+    if following is not None:
+        if _LABEL.match(following):
+            return False
+        bullet = _LIST_MARKER.match(following)
+        if bullet:
+            # A numbered section over a bulleted list; numbered siblings are a list.
+            return not re.match(r"\s*\(?(?:\d{1,3}|[a-zA-Z])[.)]", following)
+        return _starts_upper(following) and (
+            len(following) > len(line) or _ends_sentence(following)
+        )
+    if not next_paragraph:
+        return False
+    first = next_paragraph[0]
+    if _LIST_MARKER.match(first) or _LABEL.match(first) or not _starts_upper(first):
+        return False
+    return len(next_paragraph) >= 2 or len(first.split()) >= 12
+
+
+def _has_task_cue(text: str) -> bool:
+    first = _WORD.match(text)
+    return bool(
+        _PLEASE.search(text)
+        or _TODO.search(text)
+        or _DEADLINE.search(text)
+        or (_OBLIGATION.search(text) and not _NOT_OBLIGATION.search(text))
+        or (first and first.group(0).lower() in _IMPERATIVES)
     )
 
 
@@ -423,9 +559,16 @@ def _sentences(units: list[_Unit], language: str) -> list[_Sentence]:
     for unit in units:
         if unit.kind == "heading":
             continue
-        parts = [unit.text] if unit.kind == "item" else _split(segmenter, unit.text)
+        if unit.kind == "item" and len(unit.text) <= _MAX_ACTION_CHARS:
+            parts = [unit.text]
+        else:
+            # A long list item is split too: its first sentence is the item,
+            # the rest is explanation and is read as prose.
+            parts = _split(segmenter, unit.text)
         for j, part in enumerate(parts):
-            out.append(_Sentence(_collapse(part), len(out), j == 0, unit.kind, unit.in_action_list))
+            kind = unit.kind if j == 0 else "prose"
+            in_list = unit.in_action_list and j == 0
+            out.append(_Sentence(_collapse(part), len(out), j == 0, kind, in_list))
             if len(out) >= _MAX_SENTENCES:
                 return out
     return out
@@ -444,7 +587,7 @@ def _keyword_text(units: list[_Unit]) -> str:
         if header:
             if header.group(1).lower() in _EMAIL_HEADERS:
                 continue
-            if header.group(1).lower() == "subject":
+            if header.group(1).lower() in _VALUE_ONLY_FIELDS:
                 body = header.group(2)
         body = body.rstrip(":").strip()
         if unit.kind == "heading" and len(body) <= 30 and _ACTION_HEADING.fullmatch(body):
@@ -553,9 +696,15 @@ def _is_action(sentence: _Sentence) -> bool:
     if _OBLIGATION.search(text) and not _NOT_OBLIGATION.search(text):
         return True
     first = _WORD.match(text)
-    if first and first.group(0).lower() in _IMPERATIVES:
+    if (
+        first
+        and first.group(0).lower() in _IMPERATIVES
+        and text[first.end() : first.end() + 1] != "("
+    ):
         # Mid-sentence fragments start lowercase; list items often do too.
-        if first.group(0)[:1].isupper() or sentence.kind == "item":
+        if _NOUN_SUBJECT.match(text, first.end()):
+            pass  # "Order 55120 was promised…": a noun, not a verb
+        elif first.group(0)[:1].isupper() or sentence.kind == "item":
             return True
     # A deadline marks a task in a list, or in a sentence that says someone will act.
     if _DEADLINE.search(text):
@@ -605,6 +754,11 @@ def _pick_sentences(sentences: list[_Sentence], topics: list[str], language: str
     frequency = Counter(w for ws in words.values() for w in set(ws))
     top = max(frequency.values(), default=1)
     topic_words = {w for t in topics for w in _content_words(t, stop)}
+    # A short line without closing punctuation is a title, a signature or a
+    # table cell rather than a sentence: a summary uses it only when short of text.
+    real = [s for s in candidates if _ends_sentence(s.text) or len(s.text.split()) >= 12]
+    first_real = real[0].index if real else None
+    last_real = real[-1].index if real else None
     scored: list[tuple[float, _Sentence]] = []
     for s in candidates:
         ws = words[s.index]
@@ -616,23 +770,30 @@ def _pick_sentences(sentences: list[_Sentence], topics: list[str], language: str
         real_words = sum(1 for t in tokens if _WORD.fullmatch(t.strip(_PUNCT)))
         wordiness = real_words / max(1, len(tokens))
         score = weight / math.sqrt(len(ws)) * wordiness**2
-        if s.index == candidates[0].index:
+        if s.index == first_real:
             score += 0.5
-        elif s.index == candidates[-1].index:
+        elif s.index == last_real:
             score += 0.25  # a closing sentence often sums up
-        elif s.first_in_unit:
+        elif s.first_in_unit and first_real is not None and s.index > first_real:
             score += 0.15
-        if len(s.text) > _MAX_SENTENCE_CHARS:
-            score *= 0.7
+        if not (_ends_sentence(s.text) or len(tokens) >= 12):
+            score *= 0.3
         scored.append((score, s))
     wanted = 3 if len(scored) <= 5 else 4 if len(scored) <= 15 else 5
+    ranked = sorted(scored, key=lambda pair: (-pair[0], pair[1].index))
     picked: list[_Sentence] = []
-    for _score, s in sorted(scored, key=lambda pair: (-pair[0], pair[1].index)):
+    # Whole sentences only: an overlong one (a run-on, a table read as text) is
+    # skipped, and clipped only when there is nothing else to say.
+    for _score, s in ranked:
+        if len(s.text) > _MAX_SENTENCE_CHARS:
+            continue
         if any(_similar(words[s.index], words[p.index]) for p in picked):
             continue
         picked.append(s)
         if len(picked) == wanted:
             break
+    if not picked and ranked:
+        picked = [ranked[0][1]]
     picked.sort(key=lambda s: s.index)
     return [_as_sentence(_clip(s.text, _MAX_SENTENCE_CHARS)) for s in picked]
 
