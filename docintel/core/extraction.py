@@ -13,6 +13,9 @@ import asyncio
 import codecs
 import json
 import logging
+import math
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,12 @@ from docintel.core.errors import ExtractionFailed
 log = logging.getLogger(__name__)
 
 NO_TEXT = "No extractable text was found — is it a scanned image?"
+PASSWORD = "The PDF is password-protected; upload an unencrypted copy."
+TOO_DEEP = "The PDF is too deeply nested to parse (damaged or hostile file)."
+TOO_BIG = (
+    "The PDF unpacks to more data than this server allows (a decompression bomb?); "
+    "it was not processed."
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
         str(limits.max_chars),
         "--memory-mb",
         str(limits.memory_mb),
+        "--timeout",
+        str(limits.timeout),
+        "--parent-pid",
+        str(os.getpid()),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -76,9 +89,7 @@ async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=limits.timeout)
     except TimeoutError:
-        raise ExtractionFailed(
-            f"Text extraction took longer than {limits.timeout:g} s and was stopped."
-        ) from None
+        raise ExtractionFailed(too_slow(limits.timeout)) from None
     finally:
         # Also on cancellation (document deleted, server stopping): never leak the child.
         if proc.returncode is None:
@@ -88,16 +99,26 @@ async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
         result = json.loads(out)
     except ValueError:
         log.warning("extractor exited %s: %s", proc.returncode, err[-500:].decode(errors="replace"))
+        sigxcpu = getattr(signal, "SIGXCPU", None)  # the child's CPU-time backstop
+        if sigxcpu is not None and proc.returncode == -sigxcpu:
+            raise ExtractionFailed(too_slow(limits.timeout)) from None
         if proc.returncode in (-9, 137) or b"MemoryError" in err:
-            raise ExtractionFailed(
-                f"The PDF needed more than {limits.memory_mb} MB to parse and was stopped."
-            ) from None
+            raise ExtractionFailed(too_much_memory(limits.memory_mb)) from None
         raise ExtractionFailed(
             f"The PDF parser crashed on this file (exit status {proc.returncode})."
         ) from None
     if "error" in result:
         raise ExtractionFailed(result["error"])
     return _finish(Extracted(**result))
+
+
+def too_slow(timeout: float) -> str:
+    return f"Text extraction took longer than {timeout:g} s and was stopped."
+
+
+def too_much_memory(memory_mb: int | None) -> str:
+    cap = f"more than {memory_mb} MB" if memory_mb else "too much memory"
+    return f"The PDF needed {cap} to parse and was stopped."
 
 
 def _finish(extracted: Extracted) -> Extracted:
@@ -128,15 +149,17 @@ def decode_text(data: bytes) -> str:
 # --- the child process -------------------------------------------------------
 
 
-def extract_pdf(path: Path, max_pages: int, max_chars: int) -> dict[str, object]:
+def extract_pdf(
+    path: Path, max_pages: int, max_chars: int, memory_mb: int | None = None
+) -> dict[str, object]:
     """Parse a PDF; returns Extracted fields or {"error": reason}. Runs in the child."""
     import pypdf
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PyPdfError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PyPdfError
 
     try:
         reader = pypdf.PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
-            return {"error": "The PDF is password-protected; upload an unencrypted copy."}
+            return {"error": PASSWORD}
         total = len(reader.pages)
         parts: list[str] = []
         size = 0
@@ -152,27 +175,54 @@ def extract_pdf(path: Path, max_pages: int, max_chars: int) -> dict[str, object]
         truncated = read < total or len(text) > max_chars
         return {"text": text[:max_chars], "pages": read, "total_pages": total, "truncated": truncated}
     except FileNotDecryptedError:
-        return {"error": "The PDF is password-protected; upload an unencrypted copy."}
+        return {"error": PASSWORD}
     except DependencyError as exc:
         return {"error": f"The PDF uses a feature this server cannot read ({exc})."}
+    except LimitReachedError:
+        # pypdf's own caps on inflated stream sizes and tokens per stream.
+        return {"error": TOO_BIG}
     except RecursionError:
-        return {"error": "The PDF is too deeply nested to parse (damaged or hostile file)."}
+        return {"error": TOO_DEEP}
     except MemoryError:
-        return {"error": "The PDF needed too much memory to parse."}
+        return {"error": too_much_memory(memory_mb)}
     except PyPdfError as exc:
+        if isinstance(exc.__cause__ or exc.__context__, RecursionError):
+            return {"error": TOO_DEEP}  # pypdf wraps deep nesting in objects as PdfReadError
         return {"error": f"The PDF is damaged or not a valid PDF ({type(exc).__name__}: {exc})."[:500]}
-    except Exception as exc:  # hostile files raise all sorts: ValueError, KeyError…
+    except Exception as exc:  # noqa: BLE001 (hostile files raise anything: KeyError…)
         return {"error": f"The PDF could not be parsed ({type(exc).__name__}: {exc})."[:500]}
 
 
-def _limit_memory(megabytes: int) -> None:
+def _limit_resources(megabytes: int, timeout: float) -> None:
+    """Cap address space; cap CPU time too, as a backstop should the parent's timer be gone."""
     try:
         import resource
-
+    except ImportError:  # not on this platform
+        return
+    try:
         limit = megabytes * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, ValueError, OSError):  # not on this platform
+    except (ValueError, OSError):
         pass
+    try:
+        seconds = math.ceil(timeout) + 5  # never before the parent's wall-clock timeout
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 5))
+    except (ValueError, OSError):
+        pass
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """If the service is SIGKILLed mid-extraction, this child must not parse on alone."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        sys.exit(1)  # the parent died before prctl took effect: nobody wants the result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,11 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-pages", type=int, default=Limits.max_pages)
     parser.add_argument("--max-chars", type=int, default=Limits.max_chars)
     parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb)
+    parser.add_argument("--timeout", type=float, default=Limits.timeout)
+    parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
-    _limit_memory(args.memory_mb)
+    _die_with_parent(args.parent_pid)
+    _limit_resources(args.memory_mb, args.timeout)
     # pypdf logs a line per odd font or xref repair; noise in a child we only read JSON from.
     logging.basicConfig(level=logging.CRITICAL)
-    result = extract_pdf(args.path, args.max_pages, args.max_chars)
+    result = extract_pdf(args.path, args.max_pages, args.max_chars, args.memory_mb)
     sys.stdout.write(json.dumps(result))
     sys.stdout.flush()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from docintel.core.errors import FileTooLarge, UnsupportedFileType
 from docintel.core.validation import format_bytes
@@ -24,6 +26,7 @@ from docintel.server.schemas import (
 )
 from docintel.server.uploads import UploadReceiver
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/documents", tags=["documents"])
 NOT_FOUND = {404: {"model": ErrorResponse}}
 # Multipart framing per part is a few hundred bytes; allow generously for it.
@@ -81,7 +84,17 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
     receiver = UploadReceiver(
         service.storage, settings.max_upload_bytes, settings.max_files_per_upload
     )
-    await receiver.receive(request)
+    try:
+        await receiver.receive(request)
+    except ClientDisconnect:
+        # Cut off mid-body: receive() removed what it wrote, nothing was queued,
+        # and nobody is left to read an answer.
+        log.info("an upload by %s was cut off by the client; nothing kept", user)
+        return JSONResponse(
+            {"detail": {"code": "upload_cut_off",
+                        "message": "The upload ended before its body was complete."}},
+            status_code=400,
+        )
     accepted = []
     try:
         for received in receiver.received:
