@@ -51,9 +51,12 @@ def free_port() -> int:
 class ServerProcess:
     """`docintel serve` in a subprocess, on a data dir that outlives restarts."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.extra_env = env or {}
+        self.extra_args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -74,7 +77,7 @@ class ServerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "docintel", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
+                 "--data-dir", str(self.data_dir), *self.extra_args],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
@@ -157,8 +160,11 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     """Factory: make_server(env=..., data_dir=...) → a started ServerProcess; all stopped after."""
     started: list[ServerProcess] = []
 
-    def make(env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / "data", env).start()
+    def make(
+        env: dict[str, str] | None = None, data_dir: Path | None = None,
+        args: list[str] | None = None,
+    ) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / "data", env, args).start()
         started.append(server)
         return server
 

@@ -273,3 +273,28 @@ def test_server_log_never_carries_the_api_key_tokens_or_document_text(
     assert "Confidential merger codename" not in log
     assert alice.headers["Authorization"].split()[1] not in log
     assert "sk-test-key-never-logged" not in detail["error"]
+
+
+def test_two_workers_run_concurrently_and_still_start_in_fifo_order(make_server) -> None:
+    with FakeOpenAI(delay=0.8) as slow:
+        # --workers on the command line overrides DOCINTEL_WORKERS.
+        server: ServerProcess = make_server(openai_env(slow, DOCINTEL_WORKERS="1"), args=["--workers", "2"])
+        with server.client() as alice:
+            ids = []
+            for i in range(4):
+                ids += [d["id"] for d in upload(alice, (f"w{i}.txt", b"Work item. Short.")).json()["documents"]]
+            wait_terminal(alice, ids)
+            token = alice.headers["Authorization"].split()[1]
+            events = read_events(server, token, params={"last_event_id": 0}, until=terminal_for(ids))
+    started = [e["data"]["document_id"] for e in events if e["data"]["status"] == "processing"]
+    assert started == ids
+    # Overlap: some document started analysing before the previous one completed.
+    in_flight, most = set(), 0
+    for e in events:
+        status, doc = e["data"]["status"], e["data"]["document_id"]
+        if status == "analyzing":
+            in_flight.add(doc)
+        elif status == "completed":
+            in_flight.discard(doc)
+        most = max(most, len(in_flight))
+    assert most == 2
