@@ -132,3 +132,23 @@ def test_default_users_log_a_warning(make_server) -> None:
     server: ServerProcess = make_server({"DOCINTEL_USERS": ""})
     assert "DOCINTEL_USERS is not set" in server.log()
     assert httpx.post(server.url + "/auth/login", json={"username": "demo", "password": "demo"}).status_code == 200
+
+
+def test_an_empty_secret_file_left_by_a_crash_is_replaced(make_server, tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "jwt_secret").write_text("")
+    server: ServerProcess = make_server({"DOCINTEL_JWT_SECRET": ""}, data_dir=data)
+    token = server.login()
+    assert len((data / "jwt_secret").read_text().strip()) >= 32
+    assert stat.S_IMODE(os.stat(data / "jwt_secret").st_mode) == 0o600
+    assert httpx.get(server.url + "/documents", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["²", "99999999999999999999999", "-1", "1e3"])
+def test_odd_last_event_ids_are_a_400(server: ServerProcess, value: str) -> None:
+    token = server.login()
+    by_query = httpx.get(server.url + "/documents/stream",
+                         params={"last_event_id": value, "access_token": token})
+    assert by_query.status_code == 400
+    assert by_query.json()["detail"]["code"] == "invalid_last_event_id"

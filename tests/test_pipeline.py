@@ -298,3 +298,42 @@ def test_two_workers_run_concurrently_and_still_start_in_fifo_order(make_server)
             in_flight.discard(doc)
         most = max(most, len(in_flight))
     assert most == 2
+
+
+def wait_status(client: httpx.Client, doc_id: str, status: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get(f"/documents/{doc_id}/status").json()["status"] != status:
+        assert time.monotonic() < deadline, f"{doc_id} never reached {status}"
+        time.sleep(0.05)
+
+
+def test_delete_stops_the_work_so_the_queue_moves_on(make_server) -> None:
+    with FakeOpenAI() as fake:
+        server: ServerProcess = make_server(openai_env(fake, DOCINTEL_OPENAI_TIMEOUT="120"))
+        with server.client() as alice:
+            marker = f"hang{time.time_ns()}"
+            [stuck] = upload(alice, ("hang.txt", f"Hangs. FAKE-SCRIPT:{marker}:slow:90".encode())).json()["documents"]
+            wait_status(alice, stuck["id"], "analyzing")
+            assert alice.delete(f"/documents/{stuck['id']}").status_code == 204
+            [nxt] = upload(alice, ("next.txt", b"Next in line. Short.")).json()["documents"]
+            # Without cancelling the deleted document's LLM call, this waits 90 s.
+            assert wait_terminal(alice, [nxt["id"]], timeout=30)[nxt["id"]]["status"] == "completed"
+        assert len(fake.calls_for(marker)) == 1
+
+
+def test_a_clean_stop_requeues_in_flight_work_without_counting_an_attempt(make_server) -> None:
+    with FakeOpenAI() as fake:
+        server: ServerProcess = make_server(openai_env(fake, DOCINTEL_OPENAI_TIMEOUT="120"))
+        marker = f"stop{time.time_ns()}"
+        with server.client() as alice:
+            [doc] = upload(alice, ("long.txt", f"Long analysis. FAKE-SCRIPT:{marker}:slow:90,ok".encode())).json()["documents"]
+            wait_status(alice, doc["id"], "analyzing")
+        server.stop()  # SIGINT: a clean stop, with the document mid-analysis
+        server.start()
+        with server.client() as alice:
+            detail = wait_terminal(alice, [doc["id"]])[doc["id"]]
+    assert detail["status"] == "completed"
+    assert statuses(detail) == ["pending", "processing", "analyzing", "pending", "processing",
+                                "analyzing", "completed"]
+    assert detail["history"][3]["detail"] == "requeued: the server was stopped while it was analyzing"
+    assert detail["history"][4]["detail"] == "extracting text (attempt 1)"  # not counted

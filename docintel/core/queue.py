@@ -62,6 +62,23 @@ def claim_next() -> Document | None:
         return document
 
 
+def release(document_ids: list[str]) -> int:
+    """Put documents a clean shutdown cut short back in the queue, attempt not counted."""
+    released = 0
+    with database.atomic():
+        for document in Document.select().where(
+            Document.id.in_(document_ids) & Document.status.in_(list(IN_FLIGHT))
+        ):
+            previous = document.status
+            document.status = PENDING
+            document.attempts = max(0, document.attempts - 1)
+            document.updated_at = utcnow()
+            document.save()
+            events.record(document, PENDING, f"requeued: the server was stopped while it was {previous}")
+            released += 1
+    return released
+
+
 def requeue_interrupted() -> list[Document]:
     """At start-up: put documents a previous process left in flight back in the queue.
 

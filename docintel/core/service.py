@@ -136,6 +136,7 @@ class DocumentService:
             _owned(owner, document_id).delete_instance()  # cascades to events and analysis
 
         await self.db.run(remove)
+        self.workers.cancel(document_id)
         await asyncio.to_thread(self.storage.remove, document_id)
 
     # --- the stream --------------------------------------------------------

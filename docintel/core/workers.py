@@ -32,27 +32,39 @@ class WorkerPool:
         self._slots = asyncio.Semaphore(concurrency)
         self._stop = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}  # document id → its task
 
     def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="docintel-dispatcher")
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop claiming; give running documents `grace` seconds, then cancel them.
+    def cancel(self, document_id: str) -> None:
+        """Stop work on a document (it was deleted): frees the slot, kills its parser."""
+        task = self._running.get(document_id)
+        if task is not None:
+            task.cancel()
 
-        A cancelled document stays `processing`/`analyzing` in the database and
-        is requeued by the next start-up, so stopping never loses work.
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give running documents `grace` seconds, then put them back.
+
+        A document cut short by a clean stop goes back to `pending` without the
+        attempt counting against it; only unclean exits (a crash, kill -9) are
+        counted, by `queue.requeue_interrupted` at the next start.
         """
         self._stop.set()
         if self._dispatcher:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-        if self._running:
-            _, pending = await asyncio.wait(self._running, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(self._running.values(), timeout=grace)
+        cut_short = [doc_id for doc_id, task in self._running.items() if task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if cut_short:
+            await self.db.run(queue.release, cut_short)
+            self.bus.notify()
 
     async def _dispatch(self) -> None:
         with self.bus.subscribe() as wake:
@@ -71,8 +83,8 @@ class WorkerPool:
                     continue
                 self.bus.notify()  # the claim wrote a `processing` event
                 task = asyncio.create_task(self._process(document), name=f"docintel-doc-{document.id}")
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                self._running[document.id] = task
+                task.add_done_callback(lambda _, doc_id=document.id: self._running.pop(doc_id, None))
 
     async def _process(self, document: queue.Document) -> None:
         try:

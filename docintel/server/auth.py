@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,15 +26,38 @@ def load_secret(settings: Settings) -> str:
     """DOCINTEL_JWT_SECRET, else a random key created once in the data dir (0600)."""
     if settings.jwt_secret:
         return settings.jwt_secret
-    path = settings.data_dir / SECRET_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / SECRET_FILE
+    for _ in range(3):
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        if secret:
+            return secret
+        _create_secret(path)
+    raise RuntimeError(f"could not create the JWT secret file {path}")
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new key to a private temp file, then link it into place.
+
+    The link is atomic and fails if the file exists, so two processes starting
+    at once agree on one key, and a crash never leaves an empty key file.
+    An existing empty file (from an older crash) is replaced.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jwt-")  # mkstemp: mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(48))
-    return Path(path).read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        if path.exists() and path.stat().st_size == 0:
+            os.replace(tmp, path)
+            return
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 class Authenticator:

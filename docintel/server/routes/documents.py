@@ -72,7 +72,7 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
         )
     declared = request.headers.get("content-length", "")
     most = settings.max_files_per_upload * settings.max_upload_bytes + ENVELOPE_BYTES
-    if declared.isdigit() and int(declared) > most:
+    if declared.isascii() and declared.isdigit() and int(declared) > most:
         raise HTTPException(
             413,
             detail={

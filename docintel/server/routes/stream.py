@@ -56,10 +56,15 @@ async def stream(
         )
 
 
+MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER
+
+
 def _parse_event_id(raw: str | None) -> int | None:
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return None
-    if not raw.strip().isdigit():
+    raw = raw.strip()
+    # isascii: str.isdigit() also accepts '²', which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
         raise HTTPException(
             400,
             detail={"code": "invalid_last_event_id", "message": "Last-Event-ID must be an event id."},
