@@ -33,12 +33,3 @@ def summary(values: list[float]) -> str:
     values = sorted(values)
     p95 = values[int(len(values) * 0.95) - 1]
     return f"median {statistics.median(values):6.2f}  p95 {p95:6.2f}  max {values[-1]:6.2f}"
-
-
-def rss_kb(server: ServerProcess) -> int:
-    assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0

@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from bench._common import rss_kb, start_server
+from bench._common import start_server
 from tests.conftest import ServerProcess, upload, wait_terminal
 
 
@@ -38,7 +38,7 @@ def main() -> None:
         for i in range(500):
             cycle(server, token, replay=i % 2 == 0)
         time.sleep(1)
-        baseline = rss_kb(server)
+        baseline = server.rss_kb()
         start = time.perf_counter()
         for i in range(5000):
             cycle(server, token, replay=i % 2 == 0)
@@ -48,7 +48,7 @@ def main() -> None:
             if health["streams"] == 0:
                 break
             time.sleep(0.2)
-        after = rss_kb(server)
+        after = server.rss_kb()
     finally:
         server.stop()
     print(f"cycles: 5000 in {elapsed:.1f} s ({5000 / elapsed:.0f}/s), half dropped mid-replay")

@@ -84,7 +84,7 @@ def test_stream_churn_leaves_no_subscriptions_or_tasks_behind(offline_server: Se
     token = offline_server.login()
     health = lambda: httpx.get(offline_server.url + "/healthz").json()  # noqa: E731
     before = health()
-    rss_before = _rss_kb(offline_server)
+    rss_before = offline_server.rss_kb()
     for _ in range(2000):
         sock = _open_stream_socket(offline_server, token)
         head = b""
@@ -94,16 +94,7 @@ def test_stream_churn_leaves_no_subscriptions_or_tasks_behind(offline_server: Se
         sock.close()
     assert wait_for(lambda: health()["streams"] == before["streams"] == 0)
     assert wait_for(lambda: health()["tasks"] <= before["tasks"])
-    print(f"\nstream churn: 2000 cycles, server RSS {rss_before} kB -> {_rss_kb(offline_server)} kB")
-
-
-def _rss_kb(server: ServerProcess) -> int:
-    assert server.proc is not None
-    with open(f"/proc/{server.proc.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    print(f"\nstream churn: 2000 cycles, server RSS {rss_before} kB -> {offline_server.rss_kb()} kB")
 
 
 def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
