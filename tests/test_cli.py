@@ -214,6 +214,72 @@ def test_upload_wait_json_in_a_subprocess(server: ServerProcess) -> None:
     assert event_ids == sorted(event_ids)
 
 
+def test_upload_of_missing_files_needs_no_login(tmp_path: Path) -> None:
+    """Nothing to send: each path gets its line and exit 1, before any login or network."""
+    missing = [str(tmp_path / "missing.pdf"), str(tmp_path / "none-*.txt"), str(tmp_path)]
+    result = cli("upload", *missing, DOCINTEL_URL="http://127.0.0.1:9")  # logged out, no server
+    assert result.exit_code == 1, result.output
+    assert [line.split("  ")[:2] for line in result.stdout.splitlines()] == [
+        ["rejected", path] for path in missing
+    ]
+    assert result.stderr == ""
+    records = json_lines(cli("upload", "--json", missing[0]).stdout)
+    assert records == [{"event": "rejected", "path": missing[0], "filename": "missing.pdf",
+                        "code": "not_found", "message": "no such file"}]
+
+
+@pytest.fixture
+def slow_server(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> ServerProcess:
+    """A server taking 2 uploads a minute (Retry-After ~30 s), this test logged in as alice."""
+    started: ServerProcess = make_server(
+        {"DOCINTEL_UPLOADS_PER_MINUTE": "2", "DOCINTEL_ANALYZER": "offline"}
+    )
+    monkeypatch.setenv("DOCINTEL_URL", started.url)
+    result = cli("login", "--username", "alice", "--password", "alice-pw")
+    assert result.exit_code == 0, result.output
+    return started
+
+
+def test_upload_rate_limited_file_is_rejected_and_the_others_carry_on(
+    slow_server: ServerProcess,
+) -> None:
+    third = TXTS / "accents-utf8.txt"
+    started = time.monotonic()
+    result = cli("upload", "--wait", "--max-wait", "0", str(GOOD), str(NEGATIVE), str(third))
+    assert time.monotonic() - started < 30  # it did not wait for the Retry-After
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split("  ")[:2] for line in lines[:3]] == [
+        ["accepted", GOOD.name], ["accepted", NEGATIVE.name], ["rejected", third.name]
+    ]
+    assert "Too many uploads" in lines[2]
+    # --wait still follows the accepted ones to the end.
+    assert sorted(line.split("  ")[:2] for line in lines[3:]) == sorted(
+        [["completed", GOOD.name], ["completed", NEGATIVE.name]]
+    )
+    assert "retrying" not in result.stderr
+
+
+def test_upload_waits_out_a_rate_limit_and_carries_on(
+    make_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 60 uploads a minute a token comes back every second: the CLI waits it out."""
+    server: ServerProcess = make_server(
+        {"DOCINTEL_UPLOADS_PER_MINUTE": "60", "DOCINTEL_ANALYZER": "offline"}
+    )
+    monkeypatch.setenv("DOCINTEL_URL", server.url)
+    assert cli("login", "--username", "alice", "--password", "alice-pw").exit_code == 0
+    with server.client() as client:  # use up this minute's burst
+        while upload(client, GOOD).status_code != 429:
+            pass
+    result = cli("upload", str(GOOD), str(NEGATIVE))
+    assert result.exit_code == 0, result.output
+    assert "rate-limited by the server; retrying in 1 s" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"accepted  {GOOD.name}  ")
+    assert lines[1].startswith(f"accepted  {NEGATIVE.name}  ")
+
+
 # --- watch ----------------------------------------------------------------------------
 
 

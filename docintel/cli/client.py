@@ -7,6 +7,7 @@ on stderr. No Typer or Rich here.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -14,18 +15,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 from httpx_sse import connect_sse
+from platformdirs import user_config_path
 
-from docintel.core.config import cli_config_dir
 from docintel.core.errors import DocintelError
+from docintel.core.models import TERMINAL
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 LOGIN_FILE = "login.json"
-TERMINAL = frozenset({"completed", "failed"})
 
 # Exit statuses of the spec.
 EXIT_FAILED = 1
@@ -67,6 +69,19 @@ class NotFound(ApiError):
     """No such document."""
 
 
+class RateLimited(ApiError):
+    """The server asks us to slow down (429); `retry_after` is in seconds."""
+
+    def __init__(self, code: str, message: str, retry_after: float) -> None:
+        super().__init__(429, code, message)
+        self.retry_after = retry_after
+
+
+def unreachable(url: str) -> Unreachable:
+    """The one way of saying the server is not there (the caller raises it)."""
+    return Unreachable(f"cannot reach the server at {url} — is `docintel serve` running?")
+
+
 # --- the stored login -------------------------------------------------------
 
 
@@ -80,6 +95,12 @@ class Login:
     @property
     def expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= time.time()
+
+
+def cli_config_dir() -> Path:
+    """Where the CLI keeps its login; DOCINTEL_CONFIG_DIR moves it (tests do)."""
+    override = os.environ.get("DOCINTEL_CONFIG_DIR")
+    return Path(override) if override else user_config_path("docintel")
 
 
 def login_path() -> Path:
@@ -224,9 +245,7 @@ class Client:
         except httpx.TimeoutException:
             raise Unreachable(f"the server at {self.url} did not answer in time") from None
         except (httpx.TransportError, httpx.InvalidURL):
-            raise Unreachable(
-                f"cannot reach the server at {self.url} — is `docintel serve` running?"
-            ) from None
+            raise unreachable(self.url) from None
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         with self._transport():
@@ -244,6 +263,9 @@ class Client:
             raise NotAuthenticated("not logged in or token expired — run `docintel login`")
         if response.status_code == 404:
             raise NotFound(404, code or "not_found", message or "no such document")
+        if response.status_code == 429:
+            raise RateLimited(code or "rate_limited", message or "too many requests",
+                              _retry_after(response))
         raise ApiError(response.status_code, code or "http_error", message or response.reason_phrase)
 
     # -- the API --
@@ -276,7 +298,8 @@ class Client:
         """Upload one file; returns the server's `{"documents", "errors"}` body.
 
         A rejection (4xx with that body) is returned, not raised: it is an
-        answer about the file, not a failure of the request.
+        answer about the file, not a failure of the request. A 429 raises
+        `RateLimited`: the file was not looked at, and may be sent again later.
         """
         with path.open("rb") as f:
             body = _CountingFile(f, on_progress) if on_progress else f
@@ -347,14 +370,10 @@ class Client:
                     httpx.ConnectTimeout, httpx.WriteError) as exc:
                 if last is None and failing_since is None and isinstance(exc, httpx.ConnectError):
                     # Never connected at all: say so at once rather than retry.
-                    raise Unreachable(
-                        f"cannot reach the server at {self.url} — is `docintel serve` running?"
-                    ) from None
+                    raise unreachable(self.url) from None
                 reason = "the connection was lost"
             except httpx.TransportError:
-                raise Unreachable(
-                    f"cannot reach the server at {self.url} — is `docintel serve` running?"
-                ) from None
+                raise unreachable(self.url) from None
             now = time.monotonic()
             first_failure = failing_since is None
             failing_since = failing_since or now
@@ -368,7 +387,7 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _gone(self, ids: Sequence[str]) -> list[str]:
+    def _gone(self, ids: Sequence[str]) -> builtins.list[str]:  # `list` is a method here
         gone = []
         for doc_id in ids:
             try:
@@ -411,6 +430,24 @@ def _error_of(response: httpx.Response) -> tuple[str | None, str | None]:
         first = detail[0]
         return "invalid_request", str(first.get("msg") if isinstance(first, dict) else first)
     return None, None
+
+
+def _retry_after(response: httpx.Response, default: float = 1.0) -> float:
+    """Retry-After in seconds (delta-seconds or an HTTP date); `default` if absent or bad."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _is_upload_result(response: httpx.Response) -> bool:

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docintel.cli.client import Event
+from docintel.core.models import IN_FLIGHT, PENDING, TERMINAL
 
 STATUS_STYLE = {
     "pending": "yellow",
@@ -33,7 +34,7 @@ STATUS_STYLE = {
     "deleted": "magenta",
 }
 SENTIMENT_STYLE = {"positive": "green", "negative": "red", "neutral": "white", "mixed": "yellow"}
-STAGES = ("pending", "processing", "analyzing")
+STAGES = (PENDING, *IN_FLIGHT)
 
 _consoles: dict[str, tuple[Any, Console]] = {}
 
@@ -236,7 +237,7 @@ class Row:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("completed", "failed", "deleted")
+        return self.status in TERMINAL or self.status == "deleted"
 
 
 class Board:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_config_path, user_data_path
+from platformdirs import user_data_path
 
 from docintel.core.errors import DocintelError
 
@@ -140,9 +140,3 @@ def parse_users(raw: str) -> dict[str, str]:
             raise ConfigError("DOCINTEL_USERS must be comma-separated username:password pairs.")
         users[name] = password
     return users
-
-
-def cli_config_dir() -> Path:
-    """Where the CLI keeps its login; DOCINTEL_CONFIG_DIR moves it (tests do)."""
-    override = os.environ.get("DOCINTEL_CONFIG_DIR")
-    return Path(override) if override else user_config_path("docintel")

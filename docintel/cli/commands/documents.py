@@ -9,14 +9,13 @@ import typer
 from docintel.cli import render
 from docintel.cli.client import NotFound
 from docintel.cli.commands._common import JsonOption, client, fail, handles_errors
-
-Statuses = ("pending", "processing", "analyzing", "completed", "failed")
+from docintel.core.models import STATUSES
 
 
 def check_statuses(values: list[str] | None) -> list[str]:
     for value in values or []:
-        if value not in Statuses:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(Statuses)}.",
+        if value not in STATUSES:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(STATUSES)}.",
                                      param_hint="'--status'")
     return values or []
 
@@ -24,8 +23,7 @@ def check_statuses(values: list[str] | None) -> list[str]:
 StatusOption = Annotated[
     list[str] | None,
     typer.Option("--status", "-s", callback=check_statuses, metavar="STATUS",
-                 help="Only this status (repeatable): pending, processing, analyzing, "
-                      "completed, failed."),
+                 help=f"Only this status (repeatable): {', '.join(STATUSES)}."),
 ]
 
 
