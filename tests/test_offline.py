@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pysbd
@@ -35,8 +36,18 @@ def corpus_text(name: str) -> str:
         return data.decode("cp1252")
 
 
+# One analyzer (one worker process) for the module, as the server has one.
+ANALYZER = OfflineAnalyzer(processes=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_the_pool() -> Iterator[None]:
+    yield
+    asyncio.run(ANALYZER.aclose())
+
+
 def analyze(text: str, filename: str = "doc.txt") -> AnalysisResult:
-    return asyncio.run(OfflineAnalyzer().analyze(text, filename=filename))
+    return asyncio.run(ANALYZER.analyze(text, filename=filename))
 
 
 def sentence_count(text: str) -> int:
@@ -211,8 +222,7 @@ def test_deterministic(memo: str) -> None:
 
 def test_concurrent_analyses_agree(memo: str) -> None:
     async def many() -> list[AnalysisResult]:
-        analyzer = OfflineAnalyzer()
-        return await asyncio.gather(*(analyzer.analyze(memo, filename="m.txt") for _ in range(6)))
+        return await asyncio.gather(*(ANALYZER.analyze(memo, filename="m.txt") for _ in range(6)))
 
     results = asyncio.run(many())
     assert all(r == results[0] for r in results)
@@ -223,7 +233,7 @@ def test_analysis_runs_off_the_event_loop(memo: str) -> None:
 
     async def run() -> int:
         ticks = 0
-        task = asyncio.create_task(OfflineAnalyzer().analyze(text, filename="big.txt"))
+        task = asyncio.create_task(ANALYZER.analyze(text, filename="big.txt"))
         while not task.done():
             await asyncio.sleep(0.005)
             ticks += 1

@@ -15,4 +15,4 @@ def build_analyzer(settings: Settings, name: str | None = None) -> Analyzer:
         return OpenAIAnalyzer(settings)
     from docintel.core.analysis.offline import OfflineAnalyzer
 
-    return OfflineAnalyzer()
+    return OfflineAnalyzer(processes=settings.workers)
