@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -90,6 +90,9 @@ def last_id() -> int:
     return StatusEvent.select(peewee.fn.COALESCE(peewee.fn.MAX(StatusEvent.id), 0)).scalar()
 
 
+ANALYSIS_FIELDS = ("summary", "key_topics", "sentiment", "action_items", "analyzer", "model")
+
+
 def events_after(
     owner: str, after: int, document_ids: Sequence[str] = (), limit: int = 500
 ) -> list[Event]:
@@ -115,21 +118,20 @@ def events_after(
     if document_ids:
         query = query.where(StatusEvent.document_id.in_(list(document_ids)))
     events = []
-    for row in query.objects():
-        # StatusEvent.id is enough to order the log; the joined columns fill in
-        # what the spec's event carries. Failed events carry their reason.
+    rows = cast(Iterable[dict[str, Any]], query.dicts())  # peewee's stubs say models
+    for row in rows:
+        # The joined columns fill in what the spec's event carries: the file
+        # name always, the analysis on `completed`; failed events carry their reason.
         analysis = None
-        if row.status == "completed" and row.summary is not None:
-            analysis = Analysis(
-                summary=row.summary, key_topics=row.key_topics, sentiment=row.sentiment,
-                action_items=row.action_items, analyzer=row.analyzer, model=row.model,
-            ).as_dict()
+        if row["status"] == "completed" and row["summary"] is not None:
+            analysis = {key: row[key] for key in ANALYSIS_FIELDS}
+        failed = row["status"] == "failed"
         events.append(
             Event(
-                id=row.id, document_id=row.document_id, filename=row.filename,
-                status=row.status, at=row.at,
-                detail=row.detail if row.status != "failed" else None,
-                error=row.detail if row.status == "failed" else None,
+                id=row["id"], document_id=row["document_id"], filename=row["filename"],
+                status=row["status"], at=row["at"],
+                detail=None if failed else row["detail"],
+                error=row["detail"] if failed else None,
                 analysis=analysis,
             )
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from docintel.core import queue
@@ -84,7 +85,10 @@ class WorkerPool:
                 self.bus.notify()  # the claim wrote a `processing` event
                 task = asyncio.create_task(self._process(document), name=f"docintel-doc-{document.id}")
                 self._running[document.id] = task
-                task.add_done_callback(lambda _, doc_id=document.id: self._running.pop(doc_id, None))
+                task.add_done_callback(functools.partial(self._forget, document.id))
+
+    def _forget(self, document_id: str, _: asyncio.Task[None]) -> None:
+        self._running.pop(document_id, None)
 
     async def _process(self, document: queue.Document) -> None:
         try:

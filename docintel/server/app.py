@@ -95,7 +95,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc.detail, dict):
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), exc.headers)
+        return _error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel
 
@@ -47,7 +47,7 @@ class DocumentPublic(BaseModel):
     def of(cls, d: Document) -> DocumentPublic:
         return cls(
             id=d.id, filename=d.filename, size_bytes=d.size_bytes, content_type=d.content_type,
-            sha256=d.sha256, status=d.status, created_at=d.created_at, updated_at=d.updated_at,
+            sha256=d.sha256, status=cast(Status, d.status), created_at=d.created_at, updated_at=d.updated_at,
             error=d.error,
         )
 
@@ -59,7 +59,7 @@ class HistoryEntry(BaseModel):
 
     @classmethod
     def of(cls, e: StatusEvent) -> HistoryEntry:
-        return cls(status=e.status, at=e.at, detail=e.detail)
+        return cls(status=cast(Status, e.status), at=e.at, detail=e.detail)
 
 
 class DocumentDetailPublic(DocumentPublic):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from docintel.core.analysis import AnalysisResult
 from docintel.core.errors import FileTooLarge, UnsupportedFileType
 from docintel.core.validation import format_bytes
 from docintel.server.auth import CurrentUser
@@ -28,7 +29,7 @@ from docintel.server.uploads import UploadReceiver
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/documents", tags=["documents"])
-NOT_FOUND = {404: {"model": ErrorResponse}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 # Multipart framing per part is a few hundred bytes; allow generously for it.
 ENVELOPE_BYTES = 1024 * 1024
 
@@ -151,7 +152,7 @@ async def get_document(document_id: str, user: CurrentUser, service: ServiceDep)
     return DocumentDetailPublic(
         **DocumentPublic.of(detail.document).model_dump(),
         history=[HistoryEntry.of(e) for e in detail.history],
-        analysis=detail.analysis,
+        analysis=AnalysisResult.model_validate(detail.analysis) if detail.analysis else None,
     )
 
 
@@ -159,7 +160,7 @@ async def get_document(document_id: str, user: CurrentUser, service: ServiceDep)
 async def get_status(document_id: str, user: CurrentUser, service: ServiceDep) -> DocumentStatus:
     """A document's current status."""
     d = await service.status(user, document_id)
-    return DocumentStatus(id=d.id, status=d.status, updated_at=d.updated_at, error=d.error)
+    return DocumentStatus(id=d.id, status=cast(Status, d.status), updated_at=d.updated_at, error=d.error)
 
 
 @router.delete("/{document_id}", status_code=204, responses=NOT_FOUND)
