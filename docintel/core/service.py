@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ class DocumentService:
 
     async def follow(
         self, owner: str, after: int | None, document_ids: Sequence[str] = ()
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events of the owner's documents with id > after, then live ones, until shutdown.
 
         Replay and live tail are one loop over the log by id, so nothing is

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from docintel.core.events import Event
 from docintel.server.auth import StreamUser
 from docintel.server.deps import ServiceDep
 from docintel.server.schemas import ErrorResponse
@@ -41,16 +43,35 @@ async def stream_request(
     return StreamRequest(user, after, document_id)
 
 
+async def followed_events(
+    request: Annotated[StreamRequest, Depends(stream_request)], service: ServiceDep
+) -> AsyncIterator[AsyncGenerator[Event, None]]:
+    """The event tail, closed when the request ends.
+
+    fastapi.sse cancels its producer task on disconnect; when that lands while
+    the producer waits to send, the endpoint's generator is left suspended at a
+    `yield` and is only finalised by the garbage collector, holding its event
+    subscription until then. Closing the tail here, when the request's exit
+    stack unwinds, frees it at once.
+    """
+    events = service.follow(request.user, request.after, request.document_ids)
+    try:
+        yield events
+    finally:
+        with contextlib.suppress(RuntimeError):  # already running/closed: nothing to free
+            await events.aclose()
+
+
 @router.get(
     "/documents/stream",
     response_class=EventSourceResponse,
     responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 async def stream(
-    request: Annotated[StreamRequest, Depends(stream_request)], service: ServiceDep
+    events: Annotated[AsyncGenerator[Event, None], Depends(followed_events)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Status events of your documents: replay after Last-Event-ID, then live."""
-    async for event in service.follow(request.user, request.after, request.document_ids):
+    async for event in events:
         yield ServerSentEvent(
             id=str(event.id), event="status", raw_data=json.dumps(event.as_payload())
         )
