@@ -63,9 +63,3 @@ class DocumentNotFound(DocintelError):
     """No such document."""
 
     code = "not_found"
-
-
-class AuthError(DocintelError):
-    """Not authenticated."""
-
-    code = "not_authenticated"

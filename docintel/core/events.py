@@ -166,7 +166,3 @@ class EventBus:
             yield flag
         finally:
             self._subscribers.discard(flag)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)

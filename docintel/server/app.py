@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from docintel import __version__
 from docintel.core.config import Settings
 from docintel.core.errors import (
-    AuthError,
     DocintelError,
     DocumentNotFound,
     FileTooLarge,
@@ -36,7 +35,6 @@ STATUS_FOR_ERROR: list[tuple[type[DocintelError], int]] = [
     (UnsupportedFileType, 415),
     (RejectedUpload, 400),
     (DocumentNotFound, 404),
-    (AuthError, 401),
 ]
 
 
