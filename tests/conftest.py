@@ -149,6 +149,18 @@ def wait_terminal(client: httpx.Client, ids: list[str], timeout: float = 60.0) -
     raise AssertionError(f"not terminal after {timeout}s: { {i: d.get('status') for i, d in details.items()} }")
 
 
+def wait_status(client: httpx.Client, document_id: str, status: str, timeout: float = 30.0) -> None:
+    """Poll until the document has `status` (e.g. to kill the server mid-stage)."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = client.get(f"/documents/{document_id}/status").json()["status"]
+        if seen == status:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{document_id} never reached {status!r} (last seen {seen!r})")
+
+
 @pytest.fixture(scope="session")
 def fake_llm() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as fake:

@@ -27,6 +27,7 @@ from tests.conftest import (
     read_events,
     terminal_for,
     upload,
+    wait_status,
     wait_terminal,
 )
 
@@ -36,17 +37,6 @@ NEXT = {
     "processing": {"analyzing", "failed", "pending"},
     "analyzing": {"completed", "failed", "pending"},
 }
-
-
-def wait_status(client: httpx.Client, document_id: str, status: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        seen = client.get(f"/documents/{document_id}/status").json()["status"]
-        if seen == status:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{document_id} never reached {status!r} (last seen {seen!r})")
 
 
 def extraction_children(data_dir: Path) -> list[int]:

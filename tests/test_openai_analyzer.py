@@ -22,7 +22,6 @@ from docintel.core.analysis.openai import OpenAIAnalyzer
 from docintel.core.analysis.prompt import SYSTEM_PROMPT, build_messages, fit_text
 from docintel.core.config import Settings
 from docintel.core.errors import AnalysisFailed
-
 from tests.fake_openai import FakeOpenAI
 
 KEY = "sk-test-Zq8sEcReTkEy0000"

@@ -15,6 +15,7 @@ from tests.conftest import (
     read_events,
     terminal_for,
     upload,
+    wait_status,
     wait_terminal,
 )
 from tests.fake_openai import FakeOpenAI
@@ -204,10 +205,7 @@ def test_delete_while_analysing_drops_the_result(
 ) -> None:
     marker = f"del{time.time_ns()}"
     [doc] = upload(alice, ("slow.txt", f"Slow one. FAKE-SCRIPT:{marker}:slow:2".encode())).json()["documents"]
-    deadline = time.monotonic() + 20
-    while alice.get(f"/documents/{doc['id']}/status").json()["status"] != "analyzing":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_status(alice, doc["id"], "analyzing")
     assert alice.delete(f"/documents/{doc['id']}").status_code == 204
     assert not (llm_server.data_dir / "uploads" / doc["id"]).exists()
     # The worker finishes its LLM call, finds the document gone and moves on.
@@ -222,10 +220,7 @@ def test_restart_finishes_pending_and_interrupted_documents(make_server, tmp_pat
         server: ServerProcess = make_server(openai_env(slow))
         with server.client() as alice:
             ids = [d["id"] for d in upload(alice, *(("r%d.txt" % i, b"Restart me. Please.") for i in range(3))).json()["documents"]]
-            deadline = time.monotonic() + 20
-            while alice.get(f"/documents/{ids[0]}/status").json()["status"] != "analyzing":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_status(alice, ids[0], "analyzing")
         server.kill()  # mid-analysis, two more pending
         server.start()
         with server.client() as alice:
@@ -298,13 +293,6 @@ def test_two_workers_run_concurrently_and_still_start_in_fifo_order(make_server)
             in_flight.discard(doc)
         most = max(most, len(in_flight))
     assert most == 2
-
-
-def wait_status(client: httpx.Client, doc_id: str, status: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get(f"/documents/{doc_id}/status").json()["status"] != status:
-        assert time.monotonic() < deadline, f"{doc_id} never reached {status}"
-        time.sleep(0.05)
 
 
 def test_delete_stops_the_work_so_the_queue_moves_on(make_server) -> None:
