@@ -98,15 +98,6 @@ class Settings:
     def db_path(self) -> Path:
         return self.data_dir / "docintel.db"
 
-    @property
-    def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
-
-    @property
-    def incoming_dir(self) -> Path:
-        """Partial uploads stream here, on the same filesystem as uploads/."""
-        return self.data_dir / "incoming"
-
 
 def _env_name(field_name: str) -> str:
     if field_name in ("openai_api_key", "openai_base_url"):
