@@ -24,21 +24,30 @@ import pytest
 from tests.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("DOCINTEL_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = REPO / "tests" / "data"  # the sample files, with their licences (tests/data/README.md)
 PDFS = CORPUS / "pdf"
 TXTS = CORPUS / "txt"
 TERMINAL = ("completed", "failed")
 
 
 @pytest.fixture(autouse=True)
-def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated_user_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test touches the real data or config dir, or a real API key."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("DOCINTEL_DATA_DIR", str(home / "data"))
     monkeypatch.setenv("DOCINTEL_CONFIG_DIR", str(home / "config"))
     monkeypatch.setenv("NO_COLOR", "1")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DOCINTEL_TOKEN", "DOCINTEL_URL",
-                 "DOCINTEL_USERS", "DOCINTEL_ANALYZER", "DOCINTEL_JWT_SECRET"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "DOCINTEL_TOKEN",
+        "DOCINTEL_URL",
+        "DOCINTEL_USERS",
+        "DOCINTEL_ANALYZER",
+        "DOCINTEL_JWT_SECRET",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -76,9 +85,20 @@ class ServerProcess:
         }
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "docintel", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), *self.extra_args],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "docintel",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.extra_args,
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -146,7 +166,9 @@ def wait_terminal(client: httpx.Client, ids: list[str], timeout: float = 60.0) -
         if all(d.get("status") in TERMINAL for d in details.values()):
             return details
         time.sleep(0.1)
-    raise AssertionError(f"not terminal after {timeout}s: { {i: d.get('status') for i, d in details.items()} }")
+    raise AssertionError(
+        f"not terminal after {timeout}s: { {i: d.get('status') for i, d in details.items()} }"
+    )
 
 
 def wait_status(client: httpx.Client, document_id: str, status: str, timeout: float = 30.0) -> None:
@@ -182,7 +204,8 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def make(
-        env: dict[str, str] | None = None, data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
         args: list[str] | None = None,
     ) -> ServerProcess:
         server = ServerProcess(data_dir or tmp_path / "data", env, args).start()
@@ -196,7 +219,9 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def llm_server(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeOpenAI) -> Iterator[ServerProcess]:
+def llm_server(
+    tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeOpenAI
+) -> Iterator[ServerProcess]:
     """One server per test module, analysing with the fake OpenAI server."""
     data = tmp_path_factory.mktemp("shared") / "data"
     os.environ.pop("DOCINTEL_DATA_DIR", None)
@@ -229,7 +254,10 @@ def read_events(
     events: list[dict[str, Any]] = []
     with httpx.Client(base_url=server.url, timeout=httpx.Timeout(timeout, read=timeout)) as client:
         with connect_sse(
-            client, "GET", "/documents/stream", params=params,
+            client,
+            "GET",
+            "/documents/stream",
+            params=params,
             headers={"Authorization": f"Bearer {token}", **(headers or {})},
         ) as source:
             source.response.raise_for_status()

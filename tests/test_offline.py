@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,7 @@ from pypdf import PdfReader
 
 from docintel.core.analysis.base import AnalysisResult
 from docintel.core.analysis.offline import OfflineAnalyzer, analyze_text
-
-CORPUS = Path(
-    os.environ.get("DOCINTEL_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
-)
+from tests.conftest import CORPUS
 
 
 def corpus_text(name: str) -> str:
