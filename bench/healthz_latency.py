@@ -45,7 +45,9 @@ def main() -> None:
     print(f"documents: {len(ids)} large PDFs -> {statuses}")
     print(f"/healthz idle     (n={len(idle):4d}): {summary(idle)} ms")
     print(f"/healthz parsing  (n={len(busy):4d}): {summary(busy)} ms")
-    print(f"ratio of medians (parsing / idle): {statistics.median(busy) / statistics.median(idle):.2f}x")
+    print(
+        f"ratio of medians (parsing / idle): {statistics.median(busy) / statistics.median(idle):.2f}x"
+    )
 
 
 if __name__ == "__main__":

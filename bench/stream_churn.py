@@ -32,7 +32,12 @@ def main() -> None:
     server = start_server({"DOCINTEL_UPLOADS_PER_MINUTE": "1000"})
     try:
         with server.client() as alice:
-            ids = [d["id"] for d in upload(alice, *((f"d{i}.txt", b"Some text. More text.") for i in range(20))).json()["documents"]]
+            ids = [
+                d["id"]
+                for d in upload(
+                    alice, *((f"d{i}.txt", b"Some text. More text.") for i in range(20))
+                ).json()["documents"]
+            ]
             wait_terminal(alice, ids)
             token = alice.headers["Authorization"].split()[1]
         for i in range(500):

@@ -29,8 +29,12 @@ def token(claims: dict, key: str = SECRET, alg: str = "HS256") -> str:
 
 
 def test_login_with_json_and_with_an_oauth2_form(server: ServerProcess) -> None:
-    by_json = httpx.post(server.url + "/auth/login", json={"username": "alice", "password": "alice-pw"})
-    by_form = httpx.post(server.url + "/auth/login", data={"username": "alice", "password": "alice-pw"})
+    by_json = httpx.post(
+        server.url + "/auth/login", json={"username": "alice", "password": "alice-pw"}
+    )
+    by_form = httpx.post(
+        server.url + "/auth/login", data={"username": "alice", "password": "alice-pw"}
+    )
     for response in (by_json, by_form):
         assert response.status_code == 200, response.text
         body = response.json()
@@ -41,7 +45,9 @@ def test_login_with_json_and_with_an_oauth2_form(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize("password", ["wrong", "", "alice-pw "])
 def test_wrong_password_is_401(server: ServerProcess, password: str) -> None:
-    response = httpx.post(server.url + "/auth/login", json={"username": "alice", "password": password})
+    response = httpx.post(
+        server.url + "/auth/login", json={"username": "alice", "password": password}
+    )
     assert response.status_code == 401
     assert response.json()["detail"]["code"] == "invalid_credentials"
 
@@ -65,7 +71,9 @@ NOW = int(time.time())
 BAD_TOKENS = {
     "garbage": "not-a-token",
     "expired": token({"sub": "alice", "iat": NOW - 7200, "exp": NOW - 3600}),
-    "other key": token({"sub": "alice", "iat": NOW, "exp": NOW + 3600}, key="another-key-of-32-bytes-or-more!!"),
+    "other key": token(
+        {"sub": "alice", "iat": NOW, "exp": NOW + 3600}, key="another-key-of-32-bytes-or-more!!"
+    ),
     "alg none": _unsigned({"sub": "alice", "iat": NOW, "exp": NOW + 3600}),
     "no exp": token({"sub": "alice", "iat": NOW}),
     "no sub": token({"iat": NOW, "exp": NOW + 3600}),
@@ -73,7 +81,9 @@ BAD_TOKENS = {
 }
 
 
-@pytest.mark.parametrize("path", ["/documents", "/documents/abc", "/documents/abc/status", "/documents/stream"])
+@pytest.mark.parametrize(
+    "path", ["/documents", "/documents/abc", "/documents/abc/status", "/documents/stream"]
+)
 @pytest.mark.parametrize("name", ["missing", *BAD_TOKENS])
 def test_every_protected_route_refuses_missing_and_bad_tokens(
     server: ServerProcess, path: str, name: str
@@ -82,16 +92,25 @@ def test_every_protected_route_refuses_missing_and_bad_tokens(
     response = httpx.get(server.url + path, headers=headers)
     assert response.status_code == 401, (name, path, response.text)
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["detail"]["code"] in ("not_authenticated", "invalid_token", "token_expired")
+    assert response.json()["detail"]["code"] in (
+        "not_authenticated",
+        "invalid_token",
+        "token_expired",
+    )
 
 
 def test_upload_and_delete_need_a_token(server: ServerProcess) -> None:
-    assert httpx.post(server.url + "/documents/upload", files=[("files", ("a.txt", b"x"))]).status_code == 401
+    assert (
+        httpx.post(server.url + "/documents/upload", files=[("files", ("a.txt", b"x"))]).status_code
+        == 401
+    )
     assert httpx.delete(server.url + "/documents/abc").status_code == 401
 
 
 def test_expired_token_says_so(server: ServerProcess) -> None:
-    response = httpx.get(server.url + "/documents", headers={"Authorization": f"Bearer {BAD_TOKENS['expired']}"})
+    response = httpx.get(
+        server.url + "/documents", headers={"Authorization": f"Bearer {BAD_TOKENS['expired']}"}
+    )
     assert response.json()["detail"]["code"] == "token_expired"
 
 
@@ -99,7 +118,9 @@ def test_stream_accepts_the_token_as_a_query_parameter_and_keeps_it_out_of_the_l
     server: ServerProcess,
 ) -> None:
     tok = server.login()
-    with httpx.stream("GET", server.url + "/documents/stream", params={"access_token": tok}) as response:
+    with httpx.stream(
+        "GET", server.url + "/documents/stream", params={"access_token": tok}
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
     bad = httpx.get(server.url + "/documents/stream", params={"access_token": "nope"})
@@ -131,7 +152,12 @@ def test_generated_secret_is_kept_0600_and_tokens_survive_a_restart(make_server)
 def test_default_users_log_a_warning(make_server) -> None:
     server: ServerProcess = make_server({"DOCINTEL_USERS": ""})
     assert "DOCINTEL_USERS is not set" in server.log()
-    assert httpx.post(server.url + "/auth/login", json={"username": "demo", "password": "demo"}).status_code == 200
+    assert (
+        httpx.post(
+            server.url + "/auth/login", json={"username": "demo", "password": "demo"}
+        ).status_code
+        == 200
+    )
 
 
 def test_an_empty_secret_file_left_by_a_crash_is_replaced(make_server, tmp_path) -> None:
@@ -142,13 +168,19 @@ def test_an_empty_secret_file_left_by_a_crash_is_replaced(make_server, tmp_path)
     token = server.login()
     assert len((data / "jwt_secret").read_text().strip()) >= 32
     assert stat.S_IMODE(os.stat(data / "jwt_secret").st_mode) == 0o600
-    assert httpx.get(server.url + "/documents", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        httpx.get(
+            server.url + "/documents", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize("value", ["²", "99999999999999999999999", "-1", "1e3"])
 def test_odd_last_event_ids_are_a_400(server: ServerProcess, value: str) -> None:
     token = server.login()
-    by_query = httpx.get(server.url + "/documents/stream",
-                         params={"last_event_id": value, "access_token": token})
+    by_query = httpx.get(
+        server.url + "/documents/stream", params={"last_event_id": value, "access_token": token}
+    )
     assert by_query.status_code == 400
     assert by_query.json()["detail"]["code"] == "invalid_last_event_id"

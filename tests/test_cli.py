@@ -151,8 +151,14 @@ def test_unreachable_server_and_bad_url_exit_3(server: ServerProcess) -> None:
 def test_upload_prints_one_line_per_file(server: ServerProcess, tmp_path: Path) -> None:
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     (tmp_path / "a [draft].txt").write_text("Brackets in a name are not markup.\n")
-    result = cli("upload", str(GOOD), str(EMPTY), str(tmp_path / "photo.png"),
-                 str(tmp_path / "*.txt"), str(tmp_path / "missing.txt"))
+    result = cli(
+        "upload",
+        str(GOOD),
+        str(EMPTY),
+        str(tmp_path / "photo.png"),
+        str(tmp_path / "*.txt"),
+        str(tmp_path / "missing.txt"),
+    )
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 5, lines
@@ -189,9 +195,21 @@ def test_upload_wait_json_in_a_subprocess(server: ServerProcess) -> None:
     """The installed command, end to end: JSON lines, ending when both are terminal."""
     env = {**os.environ, "DOCINTEL_URL": server.url}
     proc = subprocess.run(
-        [sys.executable, "-m", "docintel", "upload", "--wait", "--json", str(GOOD), str(LOCKED),
-         str(EMPTY)],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "docintel",
+            "upload",
+            "--wait",
+            "--json",
+            str(GOOD),
+            str(LOCKED),
+            str(EMPTY),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == ""
@@ -224,8 +242,15 @@ def test_upload_of_missing_files_needs_no_login(tmp_path: Path) -> None:
     ]
     assert result.stderr == ""
     records = json_lines(cli("upload", "--json", missing[0]).stdout)
-    assert records == [{"event": "rejected", "path": missing[0], "filename": "missing.pdf",
-                        "code": "not_found", "message": "no such file"}]
+    assert records == [
+        {
+            "event": "rejected",
+            "path": missing[0],
+            "filename": "missing.pdf",
+            "code": "not_found",
+            "message": "no such file",
+        }
+    ]
 
 
 @pytest.fixture
@@ -250,7 +275,9 @@ def test_upload_rate_limited_file_is_rejected_and_the_others_carry_on(
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert [line.split("  ")[:2] for line in lines[:3]] == [
-        ["accepted", GOOD.name], ["accepted", NEGATIVE.name], ["rejected", third.name]
+        ["accepted", GOOD.name],
+        ["accepted", NEGATIVE.name],
+        ["rejected", third.name],
     ]
     assert "Too many uploads" in lines[2]
     # --wait still follows the accepted ones to the end.
@@ -311,7 +338,9 @@ def test_watch_follows_live_events_with_status_filter(server: ServerProcess) -> 
     env = {**os.environ, "DOCINTEL_URL": server.url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "docintel", "watch", "--status", "completed"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
     try:
@@ -414,7 +443,9 @@ def test_watch_reconnects_with_last_event_id(make_server: Any) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "docintel", "watch", "--json", "--since", str(since)],
             env={**os.environ, "DOCINTEL_URL": relay.url, "DOCINTEL_TOKEN": token},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         try:
@@ -544,8 +575,15 @@ def test_users_see_only_their_documents(server: ServerProcess) -> None:
 
 def test_analyze_runs_without_a_server(tmp_path: Path) -> None:
     data_dir = Path(os.environ["DOCINTEL_DATA_DIR"])
-    result = cli("analyze", "--json", str(GOOD), str(NEGATIVE), str(EMPTY), str(LOCKED),
-                 DOCINTEL_URL="http://127.0.0.1:9")
+    result = cli(
+        "analyze",
+        "--json",
+        str(GOOD),
+        str(NEGATIVE),
+        str(EMPTY),
+        str(LOCKED),
+        DOCINTEL_URL="http://127.0.0.1:9",
+    )
     assert result.exit_code == 1, result.output
     records = {r["filename"]: r for r in json_lines(result.stdout)}
     assert records[GOOD.name]["analysis"]["analyzer"] == "offline"

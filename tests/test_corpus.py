@@ -17,7 +17,9 @@ FAILS = {
 
 @pytest.fixture(scope="module")
 def outcomes(offline_server: ServerProcess) -> dict[str, dict]:
-    files = sorted(PDFS.glob("*.pdf")) + sorted(p for p in TXTS.glob("*.txt") if p.name != "empty.txt")
+    files = sorted(PDFS.glob("*.pdf")) + sorted(
+        p for p in TXTS.glob("*.txt") if p.name != "empty.txt"
+    )
     assert len(files) >= 30, f"corpus not found at {PDFS.parent}"
     with offline_server.client() as alice:
         ids = {}
@@ -48,8 +50,15 @@ def test_completed_documents_have_a_full_offline_analysis(outcomes: dict[str, di
         assert analysis["analyzer"] == "offline", name
         assert analysis["summary"].strip(), name
         assert analysis["sentiment"] in ("positive", "negative", "neutral", "mixed"), name
-        assert isinstance(analysis["key_topics"], list) and isinstance(analysis["action_items"], list)
-        assert [h["status"] for h in detail["history"]] == ["pending", "processing", "analyzing", "completed"]
+        assert isinstance(analysis["key_topics"], list) and isinstance(
+            analysis["action_items"], list
+        )
+        assert [h["status"] for h in detail["history"]] == [
+            "pending",
+            "processing",
+            "analyzing",
+            "completed",
+        ]
 
 
 def test_failed_documents_keep_their_history_and_reason(outcomes: dict[str, dict]) -> None:
@@ -68,15 +77,21 @@ def test_the_memo_analysis_has_its_four_action_items(outcomes: dict[str, dict]) 
     assert outcomes["complaint-negative.txt"]["analysis"]["sentiment"] == "negative"
 
 
-def test_text_encodings_are_decoded(offline_server: ServerProcess, outcomes: dict[str, dict]) -> None:
+def test_text_encodings_are_decoded(
+    offline_server: ServerProcess, outcomes: dict[str, dict]
+) -> None:
     """The offline summary quotes the text, so mojibake or a BOM would show in it."""
-    summaries = {n: outcomes[n]["analysis"]["summary"] for n in
-                 ("accents-utf8.txt", "utf8-bom.txt", "utf16le-bom.txt", "cp1252.txt")}
+    summaries = {
+        n: outcomes[n]["analysis"]["summary"]
+        for n in ("accents-utf8.txt", "utf8-bom.txt", "utf16le-bom.txt", "cp1252.txt")
+    }
     assert not summaries["utf8-bom.txt"].startswith("\ufeff")
     assert "Ã" not in "".join(summaries.values())
     assert "certificate" in summaries["utf16le-bom.txt"].lower()
 
 
-def test_the_server_stayed_healthy(offline_server: ServerProcess, outcomes: dict[str, dict]) -> None:
+def test_the_server_stayed_healthy(
+    offline_server: ServerProcess, outcomes: dict[str, dict]
+) -> None:
     assert httpx.get(offline_server.url + "/healthz").status_code == 200
     assert "Traceback" not in offline_server.log()

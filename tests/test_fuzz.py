@@ -31,8 +31,12 @@ JSON_VALUE = st.recursive(
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(
         tmp_path_factory.mktemp("fuzz") / "data",
-        {"DOCINTEL_ANALYZER": "offline", "DOCINTEL_UPLOADS_PER_MINUTE": "100000",
-         "DOCINTEL_LOGIN_ATTEMPTS_PER_MINUTE": "100000", "DOCINTEL_MAX_UPLOAD_BYTES": "4096"},
+        {
+            "DOCINTEL_ANALYZER": "offline",
+            "DOCINTEL_UPLOADS_PER_MINUTE": "100000",
+            "DOCINTEL_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+            "DOCINTEL_MAX_UPLOAD_BYTES": "4096",
+        },
     ).start()
     yield server
     server.stop()
@@ -61,7 +65,9 @@ def requests(draw, operations):
     method, template, query_names = draw(st.sampled_from(operations))
     path = re.sub(r"\{[^}]+\}", lambda _: quote(draw(ANY_TEXT) or "x", safe=""), template)
     names = st.sampled_from(query_names) if query_names else ANY_TEXT
-    params = draw(st.lists(st.tuples(names | ANY_TEXT, ANY_TEXT | st.integers().map(str)), max_size=4))
+    params = draw(
+        st.lists(st.tuples(names | ANY_TEXT, ANY_TEXT | st.integers().map(str)), max_size=4)
+    )
     headers = {}
     if draw(st.booleans()):
         headers["Last-Event-ID"] = draw(st.from_regex(r"\A[0-9a-z-]{1,12}\Z"))
@@ -80,15 +86,31 @@ def requests(draw, operations):
         )
     elif body == "bytes":
         kwargs["content"] = draw(st.binary(max_size=300))
-        headers["Content-Type"] = draw(st.sampled_from(
-            ["multipart/form-data", "multipart/form-data; boundary=zz", "text/plain", "application/json"]))
+        headers["Content-Type"] = draw(
+            st.sampled_from(
+                [
+                    "multipart/form-data",
+                    "multipart/form-data; boundary=zz",
+                    "text/plain",
+                    "application/json",
+                ]
+            )
+        )
     elif body == "multipart":
-        name = st.tuples(ANY_TEXT, st.sampled_from([".txt", ".pdf", ".TXT", "", ".exe"])).map("".join)
-        content = st.binary(max_size=5000) | ANY_TEXT.map(str.encode) | st.binary(max_size=200).map(
-            lambda b: b"%PDF-1.4\n" + b)
-        kwargs["files"] = draw(st.lists(
-            st.tuples(st.sampled_from(["files", "files", "other"]), st.tuples(name, content)),
-            max_size=3))
+        name = st.tuples(ANY_TEXT, st.sampled_from([".txt", ".pdf", ".TXT", "", ".exe"])).map(
+            "".join
+        )
+        content = (
+            st.binary(max_size=5000)
+            | ANY_TEXT.map(str.encode)
+            | st.binary(max_size=200).map(lambda b: b"%PDF-1.4\n" + b)
+        )
+        kwargs["files"] = draw(
+            st.lists(
+                st.tuples(st.sampled_from(["files", "files", "other"]), st.tuples(name, content)),
+                max_size=3,
+            )
+        )
     return method, template, path, kwargs
 
 
@@ -96,7 +118,9 @@ def test_no_generated_request_makes_the_server_fail(
     fuzz_server: ServerProcess, client: httpx.Client, operations
 ) -> None:
     # derandomize: the same requests in every run, so CI cannot flake on a lucky draw.
-    @settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     @given(requests(operations))
     def check(request) -> None:
         method, template, path, kwargs = request

@@ -190,7 +190,10 @@ def test_one_bad_answer_is_retried(fake: FakeOpenAI, fault: str) -> None:
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ("malformed", "The language model returned output that does not match the analysis schema."),
+        (
+            "malformed",
+            "The language model returned output that does not match the analysis schema.",
+        ),
         ("schema", "The language model returned output that does not match the analysis schema."),
         ("refusal", "The language model refused to analyse this document."),
         ("length", "The language model's answer was cut off at its output length limit."),
@@ -269,7 +272,9 @@ def test_build_messages_shape() -> None:
 # -- secrets and the document stay out of logs ------------------------------------------
 
 
-def test_logs_carry_neither_key_nor_text(fake: FakeOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_carry_neither_key_nor_text(
+    fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "The secret merger with Obsidian Holdings closes on 3 March."
     settings = settings_for(fake.base_url)

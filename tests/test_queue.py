@@ -25,8 +25,13 @@ def add(n: int, owner: str = "alice") -> list[str]:
     for i in range(n):
         doc = queue.enqueue(
             queue.NewDocument(
-                id=f"doc{i:04d}", owner=owner, filename=f"f{i}.txt", stored_name=f"f{i}.txt",
-                size_bytes=1, content_type="text/plain", sha256="0" * 64,
+                id=f"doc{i:04d}",
+                owner=owner,
+                filename=f"f{i}.txt",
+                stored_name=f"f{i}.txt",
+                size_bytes=1,
+                content_type="text/plain",
+                sha256="0" * 64,
             )
         )
         ids.append(doc.id)
@@ -47,8 +52,15 @@ def test_deleted_rows_do_not_reuse_ids(db: None) -> None:
     last = events.last_id()
     Document.get(Document.id == ids[1]).delete_instance()
     add_more = queue.enqueue(
-        queue.NewDocument(id="later", owner="alice", filename="x.txt", stored_name="x.txt",
-                          size_bytes=1, content_type="text/plain", sha256="0" * 64)
+        queue.NewDocument(
+            id="later",
+            owner="alice",
+            filename="x.txt",
+            stored_name="x.txt",
+            size_bytes=1,
+            content_type="text/plain",
+            sha256="0" * 64,
+        )
     )
     assert events.history(add_more.id)[0].id > last
 

@@ -27,8 +27,11 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
 def test_a_dropped_client_frees_its_subscription(offline_server: ServerProcess) -> None:
     token = offline_server.login()
     base = streams(offline_server)
-    with httpx.stream("GET", offline_server.url + "/documents/stream",
-                      headers={"Authorization": f"Bearer {token}"}) as response:
+    with httpx.stream(
+        "GET",
+        offline_server.url + "/documents/stream",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as response:
         assert response.status_code == 200
         assert wait_for(lambda: streams(offline_server) == base + 1)
     assert wait_for(lambda: streams(offline_server) == base)
@@ -36,8 +39,10 @@ def test_a_dropped_client_frees_its_subscription(offline_server: ServerProcess) 
 
 def test_bad_last_event_id_is_a_400_before_streaming(offline_server: ServerProcess) -> None:
     token = offline_server.login()
-    response = httpx.get(offline_server.url + "/documents/stream",
-                         headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "abc"})
+    response = httpx.get(
+        offline_server.url + "/documents/stream",
+        headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "abc"},
+    )
     assert response.status_code == 400
     assert response.json()["detail"]["code"] == "invalid_last_event_id"
 
@@ -48,8 +53,12 @@ def test_ctrl_c_with_open_streams_ends_them_and_exits(make_server) -> None:
     ended: list[str] = []
 
     def hold_stream() -> None:
-        with httpx.stream("GET", server.url + "/documents/stream", params={"access_token": token},
-                          timeout=httpx.Timeout(5, read=None)) as response:
+        with httpx.stream(
+            "GET",
+            server.url + "/documents/stream",
+            params={"access_token": token},
+            timeout=httpx.Timeout(5, read=None),
+        ) as response:
             for _ in response.iter_lines():
                 pass
         ended.append("closed by the server")
@@ -60,7 +69,10 @@ def test_ctrl_c_with_open_streams_ends_them_and_exits(make_server) -> None:
     assert wait_for(lambda: streams(server) == 3)
     # A hang here would be uvicorn waiting forever on the streams; the bound is
     # generous and only there to turn a hang into a failure.
-    assert server.stop(signal.SIGINT, timeout=15) in (0, 130)  # 130: the shell convention for Ctrl-C
+    assert server.stop(signal.SIGINT, timeout=15) in (
+        0,
+        130,
+    )  # 130: the shell convention for Ctrl-C
     for client in clients:
         client.join(5)
     assert ended == ["closed by the server"] * 3
@@ -80,7 +92,9 @@ def _open_stream_socket(server: ServerProcess, token: str, query: str = "", rcvb
     return sock
 
 
-def test_stream_churn_leaves_no_subscriptions_or_tasks_behind(offline_server: ServerProcess) -> None:
+def test_stream_churn_leaves_no_subscriptions_or_tasks_behind(
+    offline_server: ServerProcess,
+) -> None:
     token = offline_server.login()
     health = lambda: httpx.get(offline_server.url + "/healthz").json()  # noqa: E731
     before = health()
@@ -94,7 +108,9 @@ def test_stream_churn_leaves_no_subscriptions_or_tasks_behind(offline_server: Se
         sock.close()
     assert wait_for(lambda: health()["streams"] == before["streams"] == 0)
     assert wait_for(lambda: health()["tasks"] <= before["tasks"])
-    print(f"\nstream churn: 2000 cycles, server RSS {rss_before} kB -> {offline_server.rss_kb()} kB")
+    print(
+        f"\nstream churn: 2000 cycles, server RSS {rss_before} kB -> {offline_server.rss_kb()} kB"
+    )
 
 
 def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
@@ -105,7 +121,9 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
         {"DOCINTEL_ANALYZER": "offline", "DOCINTEL_UPLOADS_PER_MINUTE": "1000"}
     )
     token = server.login()
-    text = " ".join(f"Team {i} must review budget line {i} before the end of this month." for i in range(12))
+    text = " ".join(
+        f"Team {i} must review budget line {i} before the end of this month." for i in range(12)
+    )
     stalled = _open_stream_socket(server, token, "&last_event_id=0", rcvbuf=2048)
     try:
         with server.client() as alice:
@@ -113,7 +131,9 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
             for batch in range(4):
                 files = [(f"b{batch}-{i}.txt", text.encode()) for i in range(20)]
                 ids += [d["id"] for d in upload(alice, *files).json()["documents"]]
-            events = read_events(server, token, params={"last_event_id": 0}, until=terminal_for(ids))
+            events = read_events(
+                server, token, params={"last_event_id": 0}, until=terminal_for(ids)
+            )
         completed = {e["data"]["document_id"] for e in events if e["data"]["status"] == "completed"}
         assert completed == set(ids)
         assert streams(server) == 1  # the stalled one, still connected, costing no worker time
@@ -133,7 +153,9 @@ def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
 
     async def streaming_app(scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        sender = asyncio.ensure_future(send({"type": "http.response.body", "body": b"x" * 10, "more_body": True}))
+        sender = asyncio.ensure_future(
+            send({"type": "http.response.body", "body": b"x" * 10, "more_body": True})
+        )
         message = await receive()  # what Starlette's StreamingResponse listens for
         seen.append(message["type"])
         sender.cancel()
@@ -164,7 +186,12 @@ def test_disconnecting_mid_replay_logs_no_error(offline_server: ServerProcess) -
     from tests.conftest import upload, wait_terminal
 
     with offline_server.client() as alice:
-        ids = [d["id"] for d in upload(alice, *((f"r{i}.txt", b"Replay me. Twice.") for i in range(20))).json()["documents"]]
+        ids = [
+            d["id"]
+            for d in upload(
+                alice, *((f"r{i}.txt", b"Replay me. Twice.") for i in range(20))
+            ).json()["documents"]
+        ]
         wait_terminal(alice, ids)
         token = alice.headers["Authorization"].split()[1]
     for _ in range(100):

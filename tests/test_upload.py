@@ -77,7 +77,9 @@ def test_corpus_empty_file_is_rejected(alice: httpx.Client) -> None:
 
 
 def test_mixed_batch_gives_207_with_documents_and_errors(alice: httpx.Client) -> None:
-    response = upload(alice, TXTS / "accents-utf8.txt", ("evil.exe", b"MZ\x90\x00"), TXTS / "empty.txt")
+    response = upload(
+        alice, TXTS / "accents-utf8.txt", ("evil.exe", b"MZ\x90\x00"), TXTS / "empty.txt"
+    )
     assert response.status_code == 207
     body = response.json()
     assert [d["filename"] for d in body["documents"]] == ["accents-utf8.txt"]
@@ -128,7 +130,7 @@ def test_cut_off_upload_leaves_no_file_and_no_document(
     before_total = alice.get("/documents").json()["total"]
     token = alice.headers["Authorization"]
     body_start = (
-        b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"cut.txt\"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="cut.txt"\r\n'
         b"Content-Type: text/plain\r\n\r\n" + b"partial text " * 1000
     )
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -147,8 +149,15 @@ def test_cut_off_upload_leaves_no_file_and_no_document(
 
 @pytest.mark.parametrize(
     "hostile",
-    ["../../etc/passwd.txt", "..\\..\\windows\\win.ini.txt", "a/b/c/../../x.txt",
-     "\x00\x1bevil\r\n.txt", "." * 300 + ".txt", "名前" * 100 + ".txt", ".hidden.txt"],
+    [
+        "../../etc/passwd.txt",
+        "..\\..\\windows\\win.ini.txt",
+        "a/b/c/../../x.txt",
+        "\x00\x1bevil\r\n.txt",
+        "." * 300 + ".txt",
+        "名前" * 100 + ".txt",
+        ".hidden.txt",
+    ],
 )
 def test_hostile_names_are_kept_in_the_database_but_stored_safely(
     server: ServerProcess, alice: httpx.Client, hostile: str

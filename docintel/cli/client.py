@@ -137,9 +137,14 @@ def save_login(login: Login) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(
-            {"url": login.url, "token": login.token, "username": login.username,
-             "expires_at": login.expires_at},
-            f, indent=2,
+            {
+                "url": login.url,
+                "token": login.token,
+                "username": login.username,
+                "expires_at": login.expires_at,
+            },
+            f,
+            indent=2,
         )
     os.chmod(tmp, 0o600)  # in case the file existed with other bits
     os.replace(tmp, path)
@@ -192,9 +197,15 @@ class Event:
 def deleted_event(document_id: str, filename: str | None = None) -> Event:
     return Event(
         None,
-        {"document_id": document_id, "status": "deleted", "filename": filename,
-         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-         "error": "The document does not exist (deleted?)."},
+        {
+            "document_id": document_id,
+            "status": "deleted",
+            "filename": filename,
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "error": "The document does not exist (deleted?).",
+        },
     )
 
 
@@ -264,9 +275,12 @@ class Client:
         if response.status_code == 404:
             raise NotFound(404, code or "not_found", message or "no such document")
         if response.status_code == 429:
-            raise RateLimited(code or "rate_limited", message or "too many requests",
-                              _retry_after(response))
-        raise ApiError(response.status_code, code or "http_error", message or response.reason_phrase)
+            raise RateLimited(
+                code or "rate_limited", message or "too many requests", _retry_after(response)
+            )
+        raise ApiError(
+            response.status_code, code or "http_error", message or response.reason_phrase
+        )
 
     # -- the API --
 
@@ -278,7 +292,9 @@ class Client:
         self.token = body["access_token"]
         return body
 
-    def list(self, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    def list(
+        self, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
+    ) -> dict[str, Any]:
         params: list[tuple[str, str | int]] = [("status", s) for s in statuses]
         params += [("limit", limit), ("offset", offset)]
         return self._request("GET", "/documents", params=params).json()  # type: ignore[no-any-return]
@@ -305,7 +321,8 @@ class Client:
             body = _CountingFile(f, on_progress) if on_progress else f
             with self._transport():
                 response = self._http.post(
-                    "/documents/upload", headers=self._auth,
+                    "/documents/upload",
+                    headers=self._auth,
                     files=[("files", (path.name, body))],  # type: ignore[list-item]
                     timeout=httpx.Timeout(self.timeout, write=None, read=None),
                 )
@@ -313,9 +330,16 @@ class Client:
             return response.json()  # type: ignore[no-any-return]
         if response.status_code == 413:  # the whole request was too large
             code, message = _error_of(response)
-            return {"documents": [], "errors": [
-                {"filename": path.name, "code": code or "file_too_large",
-                 "message": message or "The file is too large."}]}
+            return {
+                "documents": [],
+                "errors": [
+                    {
+                        "filename": path.name,
+                        "code": code or "file_too_large",
+                        "message": message or "The file is too large.",
+                    }
+                ],
+            }
         self._raise_for(response)
         return response.json()  # type: ignore[no-any-return]
 
@@ -339,8 +363,12 @@ class Client:
                 headers["Last-Event-ID"] = str(last)
             try:
                 with connect_sse(
-                    self._http, "GET", "/documents/stream",
-                    params=params, headers=headers, timeout=timeout,
+                    self._http,
+                    "GET",
+                    "/documents/stream",
+                    params=params,
+                    headers=headers,
+                    timeout=timeout,
                 ) as source:
                     response = source.response
                     if response.status_code == 404 and ids:
@@ -366,8 +394,13 @@ class Client:
                         yield Event(last, json.loads(sse.data))
                 # The server ended the stream (it is shutting down): reconnect.
                 reason = "the server closed the stream"
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError,
-                    httpx.ConnectTimeout, httpx.WriteError) as exc:
+            except (
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.WriteError,
+            ) as exc:
                 if last is None and failing_since is None and isinstance(exc, httpx.ConnectError):
                     # Never connected at all: say so at once rather than retry.
                     raise unreachable(self.url) from None

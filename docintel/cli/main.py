@@ -25,7 +25,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [DOCINTEL_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [DOCINTEL_PORT].")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder [DOCINTEL_DATA_DIR].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Pipeline workers [DOCINTEL_WORKERS].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Pipeline workers [DOCINTEL_WORKERS].")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the API, the event streams and the workers.

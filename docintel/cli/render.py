@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
-from rich.markup import escape
+from rich.markup import escape as escape  # re-exported: commands escape user data
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -142,8 +142,11 @@ def documents_table(items: Iterable[dict[str, Any]]) -> Table:
     table.add_column("UPDATED", no_wrap=True)
     for d in items:
         table.add_row(
-            Text(d["id"]), Text(d["filename"]), status_text(d["status"]),
-            human_bytes(d.get("size_bytes", 0)), local_time(d.get("updated_at")),
+            Text(d["id"]),
+            Text(d["filename"]),
+            status_text(d["status"]),
+            human_bytes(d.get("size_bytes", 0)),
+            local_time(d.get("updated_at")),
         )
     return table
 
@@ -190,7 +193,9 @@ def document_detail(doc: dict[str, Any]) -> RenderableType:
             if i + 1 < len(history) and times[i] and times[i + 1]:
                 took = duration((times[i + 1] - times[i]).total_seconds())  # type: ignore[operator]
             timeline.add_row(
-                local_time(h.get("at"), "%H:%M:%S"), status_text(h["status"]), took,
+                local_time(h.get("at"), "%H:%M:%S"),
+                status_text(h["status"]),
+                took,
                 Text(h.get("detail") or ""),
             )
         parts.append(Padding(timeline, (0, 0, 0, 2)))

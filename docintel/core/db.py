@@ -46,17 +46,22 @@ def connect(path: Path) -> None:
     migrate()
 
 
+def execute(sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """Raw SQL on the database (peewee's own method has no type hints)."""
+    return database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
+
 def migrate() -> None:
-    database.execute_sql(
+    execute(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
-    done = {row[0] for row in database.execute_sql("SELECT name FROM migrations")}
+    done = {row[0] for row in execute("SELECT name FROM migrations")}
     for migration in MIGRATIONS:
         if migration.__name__ in done:
             continue
         with database.atomic():
             migration()
-            database.execute_sql(
+            execute(
                 "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
                 (migration.__name__, utcnow()),
             )
@@ -107,7 +112,7 @@ def m001_initial() -> None:
         )""",
     ]
     for sql in statements:
-        database.execute_sql(sql)
+        execute(sql)
 
 
 MIGRATIONS: list[Callable[[], None]] = [m001_initial]

@@ -51,7 +51,10 @@ class Event:
 def record(document: Document, status: str, detail: str | None = None) -> StatusEvent:
     """Append an event for a status the caller has just written (same transaction)."""
     return StatusEvent.create(
-        document_id=document.id, owner=document.owner, status=status, at=document.updated_at,
+        document_id=document.id,
+        owner=document.owner,
+        status=status,
+        at=document.updated_at,
         detail=detail,
     )
 
@@ -81,13 +84,15 @@ def transition(
             return False
         document = Document.get(Document.id == document_id)
         if analysis is not None:
-            Analysis.insert(document_id=document_id, created_at=now, **analysis).on_conflict_replace().execute()
+            Analysis.insert(
+                document_id=document_id, created_at=now, **analysis
+            ).on_conflict_replace().execute()
         record(document, status, detail or error)
         return True
 
 
 def last_id() -> int:
-    return StatusEvent.select(peewee.fn.COALESCE(peewee.fn.MAX(StatusEvent.id), 0)).scalar()
+    return int(StatusEvent.select(peewee.fn.COALESCE(peewee.fn.MAX(StatusEvent.id), 0)).scalar())
 
 
 ANALYSIS_FIELDS = ("summary", "key_topics", "sentiment", "action_items", "analyzer", "model")
@@ -110,7 +115,9 @@ def events_after(
         )
         .join(Document, on=(StatusEvent.document_id == Document.id))
         .switch(StatusEvent)
-        .join(Analysis, peewee.JOIN.LEFT_OUTER, on=(StatusEvent.document_id == Analysis.document_id))
+        .join(
+            Analysis, peewee.JOIN.LEFT_OUTER, on=(StatusEvent.document_id == Analysis.document_id)
+        )
         .where((StatusEvent.owner == owner) & (StatusEvent.id > after))
         .order_by(StatusEvent.id)
         .limit(limit)
@@ -128,8 +135,11 @@ def events_after(
         failed = row["status"] == "failed"
         events.append(
             Event(
-                id=row["id"], document_id=row["document_id"], filename=row["filename"],
-                status=row["status"], at=row["at"],
+                id=row["id"],
+                document_id=row["document_id"],
+                filename=row["filename"],
+                status=row["status"],
+                at=row["at"],
                 detail=None if failed else row["detail"],
                 error=row["detail"] if failed else None,
                 analysis=analysis,

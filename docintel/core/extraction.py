@@ -62,7 +62,9 @@ async def extract(path: Path, content_type: str, limits: Limits) -> Extracted:
     if content_type == "text/plain":
         data = await asyncio.to_thread(path.read_bytes)
         text = await asyncio.to_thread(decode_text, data)
-        return _finish(Extracted(text=text[: limits.max_chars], truncated=len(text) > limits.max_chars))
+        return _finish(
+            Extracted(text=text[: limits.max_chars], truncated=len(text) > limits.max_chars)
+        )
     return await _extract_pdf_in_child(path, limits)
 
 
@@ -173,7 +175,12 @@ def extract_pdf(
                 break
         text = "\n\n".join(parts)
         truncated = read < total or len(text) > max_chars
-        return {"text": text[:max_chars], "pages": read, "total_pages": total, "truncated": truncated}
+        return {
+            "text": text[:max_chars],
+            "pages": read,
+            "total_pages": total,
+            "truncated": truncated,
+        }
     except FileNotDecryptedError:
         return {"error": PASSWORD}
     except DependencyError as exc:
@@ -188,8 +195,10 @@ def extract_pdf(
     except PyPdfError as exc:
         if isinstance(exc.__cause__ or exc.__context__, RecursionError):
             return {"error": TOO_DEEP}  # pypdf wraps deep nesting in objects as PdfReadError
-        return {"error": f"The PDF is damaged or not a valid PDF ({type(exc).__name__}: {exc})."[:500]}
-    except Exception as exc:  # noqa: BLE001 (hostile files raise anything: KeyError…)
+        return {
+            "error": f"The PDF is damaged or not a valid PDF ({type(exc).__name__}: {exc})."[:500]
+        }
+    except Exception as exc:
         return {"error": f"The PDF could not be parsed ({type(exc).__name__}: {exc})."[:500]}
 
 

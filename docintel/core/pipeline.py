@@ -44,7 +44,9 @@ class Pipeline:
             stage = ANALYZING
             result = await self.analyzer.analyze(extracted.text, filename=document.filename)
             await self._move(
-                document.id, stage, COMPLETED,
+                document.id,
+                stage,
+                COMPLETED,
                 detail=f"analysed by {result.analyzer} ({result.model})",
                 analysis=result.model_dump(),
             )
@@ -55,7 +57,9 @@ class Pipeline:
             # Log and continue: one bad document must not take the worker down.
             log.exception("document %s: unexpected error while %s", document.id, stage)
             await self._move(
-                document.id, stage, FAILED,
+                document.id,
+                stage,
+                FAILED,
                 error=f"Internal error while {stage} ({type(exc).__name__}); see the server log.",
             )
 

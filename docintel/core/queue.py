@@ -50,14 +50,16 @@ def claim_next() -> Document | None:
         )
         now = utcnow()
         claimed = list(
-            Document.update(status=PROCESSING, attempts=Document.attempts + 1, updated_at=now, error=None)
+            Document.update(
+                status=PROCESSING, attempts=Document.attempts + 1, updated_at=now, error=None
+            )
             .where((Document.seq == oldest) & (Document.status == PENDING))
             .returning(Document)
             .execute()
         )
         if len(claimed) != 1:
             return None
-        document = claimed[0]
+        document: Document = claimed[0]
         events.record(document, PROCESSING, f"extracting text (attempt {document.attempts})")
         return document
 
@@ -74,7 +76,9 @@ def release(document_ids: list[str]) -> int:
             document.attempts = max(0, document.attempts - 1)
             document.updated_at = utcnow()
             document.save()
-            events.record(document, PENDING, f"requeued: the server was stopped while it was {previous}")
+            events.record(
+                document, PENDING, f"requeued: the server was stopped while it was {previous}"
+            )
             released += 1
     return released
 
@@ -87,13 +91,13 @@ def requeue_interrupted() -> list[Document]:
     """
     touched = []
     with database.atomic():
-        for document in Document.select().where(Document.status.in_(list(IN_FLIGHT))).order_by(Document.seq):
+        for document in (
+            Document.select().where(Document.status.in_(list(IN_FLIGHT))).order_by(Document.seq)
+        ):
             document.updated_at = utcnow()
             if document.attempts >= MAX_ATTEMPTS:
                 document.status = FAILED
-                document.error = (
-                    f"Processing was interrupted {document.attempts} times; giving up on this document."
-                )
+                document.error = f"Processing was interrupted {document.attempts} times; giving up on this document."
                 detail = document.error
             else:
                 previous = document.status

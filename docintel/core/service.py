@@ -69,8 +69,12 @@ class DocumentService:
         for orphan in await asyncio.to_thread(self.storage.sweep, known):
             log.warning("removed upload folder %s with no document", orphan)
         self.workers.start()
-        log.info("analyzer: %s (%s); workers: %d", self.analyzer.name, self.analyzer.model,
-                 self.settings.workers)
+        log.info(
+            "analyzer: %s (%s); workers: %d",
+            self.analyzer.name,
+            self.analyzer.model,
+            self.settings.workers,
+        )
 
     async def stop(self) -> None:
         self.begin_shutdown()
@@ -93,8 +97,12 @@ class DocumentService:
         stored_name = safe_name(received.filename)
         await asyncio.to_thread(self.storage.place, received.path, document_id, stored_name)
         new = queue.NewDocument(
-            id=document_id, owner=owner, filename=received.filename, stored_name=stored_name,
-            size_bytes=received.size_bytes, content_type=received.content_type,
+            id=document_id,
+            owner=owner,
+            filename=received.filename,
+            stored_name=stored_name,
+            size_bytes=received.size_bytes,
+            content_type=received.content_type,
             sha256=received.sha256,
         )
         try:

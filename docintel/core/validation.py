@@ -32,17 +32,13 @@ def check_size(filename: str, size: int, limit: int) -> None:
     if size == 0:
         raise EmptyFile(f"{filename!r} is empty.")
     if size > limit:
-        raise FileTooLarge(
-            f"{filename!r} is larger than the {format_bytes(limit)} upload limit."
-        )
+        raise FileTooLarge(f"{filename!r} is larger than the {format_bytes(limit)} upload limit.")
 
 
 def check_content(filename: str, content_type: str, head: bytes) -> None:
     """Does the start of the file match its extension?"""
     if content_type == PDF and b"%PDF-" not in head[:1024]:
-        raise UnsupportedFileType(
-            f"{filename!r} is named .pdf but is not a PDF (no %PDF- header)."
-        )
+        raise UnsupportedFileType(f"{filename!r} is named .pdf but is not a PDF (no %PDF- header).")
     if content_type == TEXT and not looks_like_text(head):
         raise UnsupportedFileType(f"{filename!r} is named .txt but contains binary data.")
 

@@ -16,6 +16,7 @@ import logging
 from docintel.core import queue
 from docintel.core.db import Database
 from docintel.core.events import EventBus
+from docintel.core.models import Document
 from docintel.core.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,16 @@ class WorkerPool:
                         await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
                     continue
                 self.bus.notify()  # the claim wrote a `processing` event
-                task = asyncio.create_task(self._process(document), name=f"docintel-doc-{document.id}")
+                task = asyncio.create_task(
+                    self._process(document), name=f"docintel-doc-{document.id}"
+                )
                 self._running[document.id] = task
                 task.add_done_callback(functools.partial(self._forget, document.id))
 
     def _forget(self, document_id: str, _: asyncio.Task[None]) -> None:
         self._running.pop(document_id, None)
 
-    async def _process(self, document: queue.Document) -> None:
+    async def _process(self, document: Document) -> None:
         try:
             await self.pipeline.run(document)
         finally:

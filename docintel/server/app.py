@@ -62,9 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.authenticator = Authenticator(settings)
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     _add_error_handlers(app)
-    app.add_middleware(
-        StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout
-    )
+    app.add_middleware(StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout)
     app.include_router(auth.router)
     app.include_router(stream.router)  # before /documents/{id}, which would match "stream"
     app.include_router(documents.router)

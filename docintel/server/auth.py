@@ -78,8 +78,10 @@ class Authenticator:
         if wait:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
-                detail={"code": "too_many_attempts",
-                        "message": f"Too many failed logins; try again in {wait} s."},
+                detail={
+                    "code": "too_many_attempts",
+                    "message": f"Too many failed logins; try again in {wait} s.",
+                },
                 headers={"Retry-After": str(wait)},
             )
         if not self.check_password(username, password):
@@ -104,7 +106,9 @@ class Authenticator:
         """The username a valid token names; raises HTTP 401 otherwise."""
         try:
             claims = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM],
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
                 options={"require": ["exp", "iat", "sub"]},
             )
         except jwt.ExpiredSignatureError:
@@ -129,7 +133,8 @@ bearer = HTTPBearer(auto_error=False, description="A token from POST /auth/login
 
 
 def _authenticator(request: Request) -> Authenticator:
-    return request.app.state.authenticator
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
 
 
 def current_user(

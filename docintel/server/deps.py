@@ -10,7 +10,8 @@ from docintel.core.service import DocumentService
 
 
 def get_service(request: Request) -> DocumentService:
-    return request.app.state.service
+    service: DocumentService = request.app.state.service
+    return service
 
 
 ServiceDep = Annotated[DocumentService, Depends(get_service)]

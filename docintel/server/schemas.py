@@ -46,8 +46,14 @@ class DocumentPublic(BaseModel):
     @classmethod
     def of(cls, d: Document) -> DocumentPublic:
         return cls(
-            id=d.id, filename=d.filename, size_bytes=d.size_bytes, content_type=d.content_type,
-            sha256=d.sha256, status=cast(Status, d.status), created_at=d.created_at, updated_at=d.updated_at,
+            id=d.id,
+            filename=d.filename,
+            size_bytes=d.size_bytes,
+            content_type=d.content_type,
+            sha256=d.sha256,
+            status=cast(Status, d.status),
+            created_at=d.created_at,
+            updated_at=d.updated_at,
             error=d.error,
         )
 

@@ -54,7 +54,9 @@ class StreamGuard:
                 client = scope.get("client") or ("?", 0)
                 log.warning(
                     "dropped stream client %s:%s: it read nothing for %g s",
-                    client[0], client[1], self.timeout,
+                    client[0],
+                    client[1],
+                    self.timeout,
                 )
                 marks.add("dropped")
                 gave_up.set()

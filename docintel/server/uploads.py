@@ -171,8 +171,11 @@ class UploadReceiver:
         assert part.path is not None
         self.received.append(
             Received(
-                filename=part.filename, path=part.path, size_bytes=part.size,
-                content_type=part.content_type, sha256=part.sha256.hexdigest(),
+                filename=part.filename,
+                path=part.path,
+                size_bytes=part.size,
+                content_type=part.content_type,
+                sha256=part.sha256.hexdigest(),
             )
         )
 

@@ -65,8 +65,9 @@ async def _analyze_all(
                 results.append((None, {"code": exc.code, "message": exc.message}))
             except Exception as exc:  # one bad file must not hide the others' results
                 log.debug("analysing %s", path, exc_info=True)
-                results.append((None, {"code": "internal_error",
-                                       "message": f"{type(exc).__name__}: {exc}"}))
+                results.append(
+                    (None, {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
+                )
             else:
                 results.append((result.model_dump(mode="json"), None))
     finally:

@@ -18,7 +18,9 @@ def login(
     url: Annotated[
         str | None, typer.Option(help="Server URL [DOCINTEL_URL, else the last one used].")
     ] = None,
-    username: Annotated[str | None, typer.Option("--username", "-u", help="Prompted if missing.")] = None,
+    username: Annotated[
+        str | None, typer.Option("--username", "-u", help="Prompted if missing.")
+    ] = None,
     password: Annotated[
         str | None, typer.Option("--password", "-p", help="Prompted (hidden) if missing.")
     ] = None,
@@ -37,12 +39,19 @@ def login(
             password = typer.prompt("Password", hide_input=True)
         body = api.login(username, password)
         expires_at = time.time() + int(body.get("expires_in", 0))
-        path = save_login(Login(url=api.url, token=api.token, username=username,
-                                expires_at=expires_at))
+        path = save_login(
+            Login(url=api.url, token=api.token, username=username, expires_at=expires_at)
+        )
     until = datetime.fromtimestamp(expires_at).astimezone()
     if json_:
-        render.json_line({"url": api.url, "username": username, "expires_at": until.isoformat(),
-                          "config": str(path)})
+        render.json_line(
+            {
+                "url": api.url,
+                "username": username,
+                "expires_at": until.isoformat(),
+                "config": str(path),
+            }
+        )
         return
     render.note(f"Token stored in {path}")
     render.line(

@@ -15,15 +15,21 @@ from docintel.core.models import STATUSES
 def check_statuses(values: list[str] | None) -> list[str]:
     for value in values or []:
         if value not in STATUSES:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(STATUSES)}.",
-                                     param_hint="'--status'")
+            raise typer.BadParameter(
+                f"{value!r} is not one of {', '.join(STATUSES)}.", param_hint="'--status'"
+            )
     return values or []
 
 
 StatusOption = Annotated[
     list[str] | None,
-    typer.Option("--status", "-s", callback=check_statuses, metavar="STATUS",
-                 help=f"Only this status (repeatable): {', '.join(STATUSES)}."),
+    typer.Option(
+        "--status",
+        "-s",
+        callback=check_statuses,
+        metavar="STATUS",
+        help=f"Only this status (repeatable): {', '.join(STATUSES)}.",
+    ),
 ]
 
 
@@ -49,8 +55,11 @@ def list_(
         render.out().print(render.documents_table(page["items"]))
     else:  # tab-separated, one document per line: for cut, awk and sort
         for d in page["items"]:
-            render.plain("\t".join([d["id"], d["filename"], d["status"], str(d["size_bytes"]),
-                                    d["updated_at"]]))
+            render.plain(
+                "\t".join(
+                    [d["id"], d["filename"], d["status"], str(d["size_bytes"]), d["updated_at"]]
+                )
+            )
     if page["total"] > len(page["items"]):
         render.note(f"{len(page['items'])} of {page['total']} shown; use --limit for more.")
 
@@ -86,8 +95,10 @@ def status(
     if json_:
         render.json_line(state)
     else:
-        text = f"{render.escape(state['id'])}  {render.styled_status(state['status'])}  " \
-               f"{render.local_time(state.get('updated_at'))}"
+        text = (
+            f"{render.escape(state['id'])}  {render.styled_status(state['status'])}  "
+            f"{render.local_time(state.get('updated_at'))}"
+        )
         if state.get("error"):
             text += f"  {render.escape(state['error'])}"
         render.line(text)
@@ -131,4 +142,3 @@ def delete(
                 render.line(f"deleted {render.escape(doc_id)}")
     if missing:
         raise typer.Exit(1)
-

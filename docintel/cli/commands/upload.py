@@ -58,9 +58,13 @@ def upload(
     ] = False,
     max_wait: Annotated[
         float,
-        typer.Option("--max-wait", min=0, metavar="SECONDS",
-                     help="When the server rate-limits uploads, wait at most this long in all "
-                          "before rejecting the rest (0: never wait)."),
+        typer.Option(
+            "--max-wait",
+            min=0,
+            metavar="SECONDS",
+            help="When the server rate-limits uploads, wait at most this long in all "
+            "before rejecting the rest (0: never wait).",
+        ),
     ] = 60,
     json_: JsonOption = False,
 ) -> None:
@@ -81,8 +85,12 @@ def upload(
     interactive = render.out().is_terminal and render.err().is_terminal
     with client() as api:
         progress = Progress(
-            TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), console=render.err(), transient=True,
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=render.err(),
+            transient=True,
             disable=json_ or not interactive,
         )
         pacing = _Pacing(max_wait)
@@ -94,8 +102,9 @@ def upload(
                     if json_:
                         render.json_line({"event": "uploaded", "path": str(path), **doc})
                     else:
-                        render.line(f"[green]accepted[/]  {render.escape(doc['filename'])}  "
-                                    f"{doc['id']}")
+                        render.line(
+                            f"[green]accepted[/]  {render.escape(doc['filename'])}  {doc['id']}"
+                        )
                 for rejection in result["errors"]:
                     ok = False
                     _show_rejected(str(path), rejection, json_)
@@ -104,8 +113,15 @@ def upload(
             for doc in accepted:
                 board.seed(doc)
             live = not json_ and render.out().is_terminal
-            follow(api, board, [d["id"] for d in accepted], after=0, json_=json_, live=live,
-                   lines=not json_ and not live)
+            follow(
+                api,
+                board,
+                [d["id"] for d in accepted],
+                after=0,
+                json_=json_,
+                live=live,
+                lines=not json_ and not live,
+            )
             if live:
                 for doc in accepted:
                     render.out().print(render.outcome_line(board.rows[doc["id"]]), soft_wrap=True)
@@ -170,5 +186,7 @@ def _show_rejected(
     if json_:
         render.json_line({"event": "rejected", "path": path, **rejection})
     else:
-        render.line(f"[red]rejected[/]  {render.escape(label or rejection['filename'])}  "
-                    f"{render.escape(rejection['message'])}")
+        render.line(
+            f"[red]rejected[/]  {render.escape(label or rejection['filename'])}  "
+            f"{render.escape(rejection['message'])}"
+        )

@@ -73,8 +73,11 @@ def watch(
     status: StatusOption = None,
     since: Annotated[
         int | None,
-        typer.Option(min=0, metavar="EVENT_ID",
-                     help="Replay events after this event id first (0: all history)."),
+        typer.Option(
+            min=0,
+            metavar="EVENT_ID",
+            help="Replay events after this event id first (0: all history).",
+        ),
     ] = None,
     json_: JsonOption = False,
 ) -> None:
@@ -97,7 +100,6 @@ def watch(
         # With ids, replay their history from the start: a document that has
         # already ended is reported at once. Without, follow from now on.
         after = since if since is not None else (0 if ids else None)
-        follow(api, board, ids, after=after, json_=as_json, live=live,
-               statuses=status or [])
+        follow(api, board, ids, after=after, json_=as_json, live=live, statuses=status or [])
     if ids and any(board.rows[i].status != "completed" for i in ids if i in board.rows):
         raise typer.Exit(1)

@@ -254,7 +254,7 @@ def _analyze(text: str) -> AnalysisResult:
 
 @functools.cache
 def _vader() -> Any:
-    from vaderSentiment import vaderSentiment  # type: ignore[import-untyped]
+    from vaderSentiment import vaderSentiment
 
     vader = vaderSentiment.SentimentIntensityAnalyzer()
     vader.lexicon.update(_LEXICON_SUPPLEMENT)
@@ -264,7 +264,7 @@ def _vader() -> Any:
 @functools.cache
 def _stopwords(language: str) -> frozenset[str]:
     """YAKE's stopword list for `language` (its language-neutral list when it has none)."""
-    import yake  # type: ignore[import-untyped]
+    import yake
 
     return frozenset(w for w in yake.KeywordExtractor(lan=language).stopword_set if w)
 
@@ -272,7 +272,7 @@ def _stopwords(language: str) -> frozenset[str]:
 def _segmenter(language: str) -> Any:
     # A Segmenter is cheap to build and keeps per-call state, so one per call
     # keeps concurrent analyses (worker threads) apart.
-    import pysbd  # type: ignore[import-untyped]
+    import pysbd
 
     return pysbd.Segmenter(language=language if language in _PYSBD_LANGUAGES else "en")
 
@@ -628,7 +628,7 @@ def _keyword_text(units: list[_Unit]) -> str:
 
 
 def _topics(units: list[_Unit], language: str) -> list[str]:
-    import yake  # type: ignore[import-untyped]
+    import yake
 
     text = _keyword_text(units)
     if not text.strip():

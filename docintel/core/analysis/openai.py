@@ -72,7 +72,11 @@ class OpenAIAnalyzer:
             except _BadOutput as bad:
                 log.warning(
                     "OpenAI analysis of %r, attempt %d of %d: %s (%s)",
-                    filename, attempt, attempts, bad.reason, bad.detail,
+                    filename,
+                    attempt,
+                    attempts,
+                    bad.reason,
+                    bad.detail,
                 )
                 if attempt == attempts:
                     raise AnalysisFailed(bad.reason) from None
@@ -81,7 +85,10 @@ class OpenAIAnalyzer:
                 reason = self._describe(exc)
                 log.warning(
                     "OpenAI analysis of %r failed: %s (%s%s)",
-                    filename, reason, type(exc).__name__, _request_id(exc),
+                    filename,
+                    reason,
+                    type(exc).__name__,
+                    _request_id(exc),
                 )
                 # `from None`: the SDK's exception text may echo the key or the prompt.
                 raise AnalysisFailed(reason) from None
@@ -143,8 +150,7 @@ class OpenAIAnalyzer:
             if exc.code == "insufficient_quota":
                 return "The language model account has run out of quota (HTTP 429)."
             return (
-                "The language model service is rate-limiting requests (HTTP 429); "
-                "try again later."
+                "The language model service is rate-limiting requests (HTTP 429); try again later."
             )
         if isinstance(exc, openai.BadRequestError):
             if exc.code == "context_length_exceeded":

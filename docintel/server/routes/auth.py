@@ -23,7 +23,9 @@ _BODY = {
     "/login",
     response_model=Token,
     responses={
-        401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 429: {"model": ErrorResponse}
+        401: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
     },
     openapi_extra={"requestBody": _BODY},
 )

@@ -55,7 +55,9 @@ _UPLOAD_BODY = {
     response_model=UploadResult,
     responses={
         207: {"model": UploadResult, "description": "Some files were accepted."},
-        400: {"model": UploadResult}, 413: {"model": UploadResult}, 415: {"model": UploadResult},
+        400: {"model": UploadResult},
+        413: {"model": UploadResult},
+        415: {"model": UploadResult},
         429: {"model": ErrorResponse},
     },
     openapi_extra={"requestBody": _UPLOAD_BODY},
@@ -67,8 +69,7 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
     if wait:
         raise HTTPException(
             429,
-            detail={"code": "rate_limited",
-                    "message": f"Too many uploads; try again in {wait} s."},
+            detail={"code": "rate_limited", "message": f"Too many uploads; try again in {wait} s."},
             headers={"Retry-After": str(wait)},
         )
     declared = request.headers.get("content-length", "")
@@ -92,8 +93,12 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
         # and nobody is left to read an answer.
         log.info("an upload by %s was cut off by the client; nothing kept", user)
         return JSONResponse(
-            {"detail": {"code": "upload_cut_off",
-                        "message": "The upload ended before its body was complete."}},
+            {
+                "detail": {
+                    "code": "upload_cut_off",
+                    "message": "The upload ended before its body was complete.",
+                }
+            },
             status_code=400,
         )
     accepted = []
@@ -146,7 +151,9 @@ async def list_documents(
 
 
 @router.get("/{document_id}", response_model=DocumentDetailPublic, responses=NOT_FOUND)
-async def get_document(document_id: str, user: CurrentUser, service: ServiceDep) -> DocumentDetailPublic:
+async def get_document(
+    document_id: str, user: CurrentUser, service: ServiceDep
+) -> DocumentDetailPublic:
     """One document with its status history and analysis."""
     detail = await service.get(user, document_id)
     return DocumentDetailPublic(
@@ -160,7 +167,9 @@ async def get_document(document_id: str, user: CurrentUser, service: ServiceDep)
 async def get_status(document_id: str, user: CurrentUser, service: ServiceDep) -> DocumentStatus:
     """A document's current status."""
     d = await service.status(user, document_id)
-    return DocumentStatus(id=d.id, status=cast(Status, d.status), updated_at=d.updated_at, error=d.error)
+    return DocumentStatus(
+        id=d.id, status=cast(Status, d.status), updated_at=d.updated_at, error=d.error
+    )
 
 
 @router.delete("/{document_id}", status_code=204, responses=NOT_FOUND)
@@ -168,4 +177,3 @@ async def delete_document(document_id: str, user: CurrentUser, service: ServiceD
     """Delete a document, its file and its history, in any status."""
     await service.delete(user, document_id)
     return Response(status_code=204)
-

@@ -88,6 +88,9 @@ def _parse_event_id(raw: str | None) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
         raise HTTPException(
             400,
-            detail={"code": "invalid_last_event_id", "message": "Last-Event-ID must be an event id."},
+            detail={
+                "code": "invalid_last_event_id",
+                "message": "Last-Event-ID must be an event id.",
+            },
         )
     return int(raw)
