@@ -8,6 +8,7 @@ the official SDK.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,83 @@ CORPUS = REPO / "tests" / "data"  # the sample files, with their licences (tests
 PDFS = CORPUS / "pdf"
 TXTS = CORPUS / "txt"
 TERMINAL = ("completed", "failed")
+
+
+# --- no process outlives the suite ---------------------------------------------
+#
+# The test process becomes a "child subreaper": a process orphaned by anything
+# the tests start (a server killed with SIGKILL leaving its parser behind) is
+# re-parented to us rather than to PID 1, so at the end every survivor is one
+# of our children, and the run fails if any is still alive.
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    deadline = time.monotonic() + 5  # a child that was just told to stop may still be exiting
+    while (survivors := live_children(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    while True:  # reap: orphans re-parented to us end as our zombies
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    if survivors:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"  {pid}: {cmdline}" for pid, cmdline in survivors.items()]
+        message = "processes started by the tests were still running at the end:\n"
+        if reporter is not None:
+            reporter.write_line(message + "\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a live process, None if it is gone (Linux /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]  # the name may hold spaces and ')'
+    return None if state in ("Z", "X") else (state, int(ppid))
+
+
+def live_children(parent: int) -> dict[int, str]:
+    """Live (not zombie) children of `parent`: pid → command line."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        state = process_state(int(entry.name))
+        if state is None or state[1] != parent:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live process below `root`: pid → command line."""
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        children = live_children(frontier.pop())
+        found.update(children)
+        frontier.extend(children)
+    return found
 
 
 @pytest.fixture(autouse=True)

@@ -145,3 +145,17 @@ def nested_pdf(depth: int = 100_000, *, in_object: bool = False) -> bytes:
         ]
         return build(objects)
     return pages_pdf([b"BT /F1 12 Tf 72 740 Td (Deep) Tj ET " + nest], compress=True)
+
+
+def drawing_heavy_pdf(pages: int = 120, shapes: int = 5000) -> bytes:
+    """Pages of a short line of text under thousands of drawing operators.
+
+    pypdf parses every operator to find the text, so this takes about 0.1 s a
+    page to extract while yielding only a few words: a parser that is busy for
+    many seconds, whatever the extraction's character limit.
+    """
+    drawing = b"\n" + b"1 1 1 1 re f\n" * shapes
+    return pages_pdf(
+        [text_content(f"Page {i + 1}. A few words here.") + drawing for i in range(pages)],
+        compress=True,
+    )

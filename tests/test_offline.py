@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pysbd
 import pytest
@@ -16,6 +17,8 @@ from pypdf import PdfReader
 from docintel.core.analysis.base import AnalysisResult
 from docintel.core.analysis.offline import OfflineAnalyzer, analyze_text
 from tests.conftest import CORPUS
+
+T = TypeVar("T")
 
 
 def corpus_text(name: str) -> str:
@@ -32,18 +35,24 @@ def corpus_text(name: str) -> str:
         return data.decode("cp1252")
 
 
-# One analyzer (one worker process) for the module, as the server has one.
+# One analyzer (its worker processes) on one event loop for the module, as in the server.
+LOOP = asyncio.new_event_loop()
 ANALYZER = OfflineAnalyzer(processes=2)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _close_the_pool() -> Iterator[None]:
     yield
-    asyncio.run(ANALYZER.aclose())
+    LOOP.run_until_complete(ANALYZER.aclose())
+    LOOP.close()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return LOOP.run_until_complete(coro)
 
 
 def analyze(text: str, filename: str = "doc.txt") -> AnalysisResult:
-    return asyncio.run(ANALYZER.analyze(text, filename=filename))
+    return run(ANALYZER.analyze(text, filename=filename))
 
 
 def sentence_count(text: str) -> int:
@@ -220,14 +229,14 @@ def test_concurrent_analyses_agree(memo: str) -> None:
     async def many() -> list[AnalysisResult]:
         return await asyncio.gather(*(ANALYZER.analyze(memo, filename="m.txt") for _ in range(6)))
 
-    results = asyncio.run(many())
+    results = run(many())
     assert all(r == results[0] for r in results)
 
 
 def test_analysis_runs_off_the_event_loop(memo: str) -> None:
     text = (memo + "\n") * 1_800
 
-    async def run() -> int:
+    async def watch_ticks() -> int:
         ticks = 0
         task = asyncio.create_task(ANALYZER.analyze(text, filename="big.txt"))
         while not task.done():
@@ -236,7 +245,7 @@ def test_analysis_runs_off_the_event_loop(memo: str) -> None:
         await task
         return ticks
 
-    assert asyncio.run(run()) >= 2
+    assert run(watch_ticks()) >= 2
 
 
 _FRAGMENTS = st.sampled_from(

@@ -14,12 +14,12 @@ import codecs
 import json
 import logging
 import math
-import os
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from docintel.core import children
 from docintel.core.errors import ExtractionFailed
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,7 @@ async def extract(path: Path, content_type: str, limits: Limits) -> Extracted:
 
 
 async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
+    proc = await children.spawn(
         "docintel.core.extraction",
         str(path),
         "--max-pages",
@@ -82,11 +80,6 @@ async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
         str(limits.memory_mb),
         "--timeout",
         str(limits.timeout),
-        "--parent-pid",
-        str(os.getpid()),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=limits.timeout)
@@ -94,9 +87,7 @@ async def _extract_pdf_in_child(path: Path, limits: Limits) -> Extracted:
         raise ExtractionFailed(too_slow(limits.timeout)) from None
     finally:
         # Also on cancellation (document deleted, server stopping): never leak the child.
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await children.stop(proc)
     try:
         result = json.loads(out)
     except ValueError:
@@ -220,20 +211,6 @@ def _limit_resources(megabytes: int, timeout: float) -> None:
         pass
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
-    """If the service is SIGKILLed mid-extraction, this child must not parse on alone."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-        except (OSError, AttributeError):
-            pass
-    if parent_pid is not None and os.getppid() != parent_pid:
-        sys.exit(1)  # the parent died before prctl took effect: nobody wants the result
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m docintel.core.extraction")
     parser.add_argument("path", type=Path)
@@ -241,9 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-chars", type=int, default=Limits.max_chars)
     parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb)
     parser.add_argument("--timeout", type=float, default=Limits.timeout)
-    parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument(children.PARENT_PID_OPTION, type=int, default=None)
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent_pid)
+    children.die_with_parent(args.parent_pid)
     _limit_resources(args.memory_mb, args.timeout)
     # pypdf logs a line per odd font or xref repair; noise in a child we only read JSON from.
     logging.basicConfig(level=logging.CRITICAL)

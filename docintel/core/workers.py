@@ -67,6 +67,10 @@ class WorkerPool:
         if cut_short:
             await self.db.run(queue.release, cut_short)
             self.bus.notify()
+            log.info(
+                "put %d document(s) back in the queue; they resume at the next start",
+                len(cut_short),
+            )
 
     async def _dispatch(self) -> None:
         with self.bus.subscribe() as wake:
