@@ -35,13 +35,18 @@ def serve(
     Example: docintel serve --port 8080 --data-dir ./data
     """
     from docintel.cli.serve import run
+    from docintel.core.lock import DataDirInUse
 
     try:
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir, workers=workers)
     except ConfigError as exc:
         typer.echo(f"docintel: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    run(settings, log_level)
+    try:
+        run(settings, log_level)
+    except DataDirInUse as exc:
+        typer.echo(f"docintel: {exc.message}", err=True)
+        raise typer.Exit(3) from None
 
 
 app.command()(auth.login)

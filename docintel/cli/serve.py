@@ -9,6 +9,7 @@ from types import FrameType
 import uvicorn
 
 from docintel.core.config import Settings
+from docintel.core.lock import DataDirLock
 from docintel.server import logs
 from docintel.server.app import create_app
 
@@ -33,6 +34,15 @@ class _Server(uvicorn.Server):
 
 
 def run(settings: Settings, log_level: str = "info") -> None:
+    """Serve until stopped; raises DataDirInUse if another server owns the data dir."""
+    lock = DataDirLock.acquire(settings.data_dir, settings.port)
+    try:
+        _serve(settings, log_level)
+    finally:
+        lock.release()
+
+
+def _serve(settings: Settings, log_level: str) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
