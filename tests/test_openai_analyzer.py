@@ -158,7 +158,10 @@ def test_connection_refused_fails(fake: FakeOpenAI) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     error = failure(settings_for(f"http://127.0.0.1:{port}/v1"), TEXT)
-    assert error.message == "Could not connect to the language model service."
+    assert error.message == (
+        f"Could not connect to the language model service at http://127.0.0.1:{port}/v1; "
+        "set DOCINTEL_ANALYZER=offline to analyse documents locally without it."
+    )
 
 
 def test_bad_key_fails_at_once_without_leaking_it(fake: FakeOpenAI) -> None:

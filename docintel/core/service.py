@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from docintel.core import events, queue
-from docintel.core.analysis import build_analyzer
+from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import Settings
 from docintel.core.db import Database
 from docintel.core.errors import DocumentNotFound
@@ -69,12 +69,7 @@ class DocumentService:
         for orphan in await asyncio.to_thread(self.storage.sweep, known):
             log.warning("removed upload folder %s with no document", orphan)
         self.workers.start()
-        log.info(
-            "analyzer: %s (%s); workers: %d",
-            self.analyzer.name,
-            self.analyzer.model,
-            self.settings.workers,
-        )
+        log.info("analyzer: %s; workers: %d", describe_choice(self.settings), self.settings.workers)
 
     async def stop(self) -> None:
         self.begin_shutdown()

@@ -13,7 +13,7 @@ from rich.rule import Rule
 from docintel.cli import render
 from docintel.cli.commands._common import JsonOption, fail, handles_errors
 from docintel.cli.commands.upload import expand
-from docintel.core.analysis import build_analyzer
+from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import ConfigError, Settings
 from docintel.core.errors import DocintelError
 from docintel.core.pipeline import analyze_file
@@ -56,6 +56,7 @@ async def _analyze_all(
     paths: list[Path], settings: Settings, name: str | None
 ) -> list[tuple[dict[str, Any] | None, dict[str, str] | None]]:
     chosen = build_analyzer(settings, name)
+    render.note(f"docintel: analysing with {describe_choice(settings, name)}")
     results: list[tuple[dict[str, Any] | None, dict[str, str] | None]] = []
     try:
         for path in paths:

@@ -7,6 +7,13 @@ both implementations satisfy the `Analyzer` protocol in `base`.
 from __future__ import annotations
 
 from docintel.core.analysis.base import Analysis, AnalysisResult, Analyzer, Sentiment
-from docintel.core.analysis.factory import build_analyzer
+from docintel.core.analysis.factory import build_analyzer, describe_choice
 
-__all__ = ["Analysis", "AnalysisResult", "Analyzer", "Sentiment", "build_analyzer"]
+__all__ = [
+    "Analysis",
+    "AnalysisResult",
+    "Analyzer",
+    "Sentiment",
+    "build_analyzer",
+    "describe_choice",
+]

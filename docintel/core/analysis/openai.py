@@ -37,6 +37,7 @@ REFUSED = "The language model refused to analyse this document."
 TRUNCATED = "The language model's answer was cut off at its output length limit."
 FILTERED = "The language model's answer was blocked by its content filter."
 EMPTY = "The language model returned an empty answer."
+OFFLINE_HINT = "set DOCINTEL_ANALYZER=offline to analyse documents locally without it."
 
 
 class _BadOutput(Exception):
@@ -133,9 +134,15 @@ class OpenAIAnalyzer:
                 f"(timed out after {self.settings.openai_timeout:g} s)."
             )
         if isinstance(exc, openai.APIConnectionError):
-            return "Could not connect to the language model service."
+            return (
+                f"Could not connect to the language model service at {self._service_url()}; "
+                f"{OFFLINE_HINT}"
+            )
         if isinstance(exc, openai.AuthenticationError):
-            return "Authentication with the language model service failed (check OPENAI_API_KEY)."
+            return (
+                "Authentication with the language model service failed (check OPENAI_API_KEY); "
+                f"{OFFLINE_HINT}"
+            )
         if isinstance(exc, openai.PermissionDeniedError):
             return (
                 "The language model service denied access (HTTP 403); "
@@ -166,6 +173,9 @@ class OpenAIAnalyzer:
         if isinstance(exc, openai.APIResponseValidationError):
             return "The language model service sent a response that could not be read."
         return f"The language model request failed ({type(exc).__name__})."
+
+    def _service_url(self) -> str:
+        return self.settings.openai_base_url or "the OpenAI API"
 
     def _get_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
