@@ -37,6 +37,7 @@ CROSS_BOB = "cb5d00003333333333333333333333c3"
 DELETE_BY_4 = "de1e4a4a4444444444444444444444d4"
 DELETE_BY_8 = "de2e8b8b5555555555555555555555e5"
 CLI_DELETE = "de3e0c0c6666666666666666666666f6"
+CLI_DELETE_TOO = "de4e0d0d7777777777777777777777a7"
 SEEDED = {
     SOLO: "alice",
     TWIN_E: "alice",
@@ -46,6 +47,7 @@ SEEDED = {
     DELETE_BY_4: "alice",
     DELETE_BY_8: "alice",
     CLI_DELETE: "alice",
+    CLI_DELETE_TOO: "alice",
 }
 TEXT = (
     "The supplier confirmed the new delivery dates on Tuesday. "
@@ -368,6 +370,13 @@ def test_cli_ambiguous_prefix_names_the_candidates_and_exits_1(logged_in: Server
         assert result.stdout == ""
     assert cli("status", TWIN_E[:5]).exit_code == 0  # nothing was deleted
     assert cli("status", TWIN_F[:5]).exit_code == 0
+    # Among several ids, an ambiguous one is reported and the others are deleted.
+    several = cli("delete", "--yes", "--json", "6db7", CLI_DELETE_TOO[:4])
+    assert several.exit_code == 1
+    assert [json.loads(line) for line in several.stdout.splitlines()] == [
+        {"id": "6db7", "deleted": False, "error": "ambiguous_id"},
+        {"id": CLI_DELETE_TOO, "deleted": True},
+    ]
 
 
 def test_cli_short_prefix_and_foreign_prefix_exit_1(logged_in: ServerProcess) -> None:
