@@ -115,7 +115,13 @@ def m001_initial() -> None:
         execute(sql)
 
 
-MIGRATIONS: list[Callable[[], None]] = [m001_initial]
+def m002_document_owner_id() -> None:
+    # Every lookup by id is scoped to its owner and may be a prefix of the id
+    # (`service._owned`): a range scan of this index, whatever else the user owns.
+    execute("CREATE INDEX document_owner_id ON document (owner, id)")
+
+
+MIGRATIONS: list[Callable[[], None]] = [m001_initial, m002_document_owner_id]
 
 
 class Database:

@@ -6,6 +6,8 @@ server's exception handler, exit status in the CLI).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DocintelError(Exception):
     """Something went wrong in docintel."""
@@ -15,6 +17,11 @@ class DocintelError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
         super().__init__(self.message)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Fields the error's answer carries beside `code` and `message`."""
+        return {}
 
 
 class RejectedUpload(DocintelError):
@@ -63,3 +70,23 @@ class DocumentNotFound(DocintelError):
     """No such document."""
 
     code = "not_found"
+
+
+class IdTooShort(DocintelError):
+    """A document id prefix needs at least 4 characters."""
+
+    code = "id_too_short"
+
+
+class AmbiguousId(DocintelError):
+    """The id prefix matches more than one document; type more of it."""
+
+    code = "ambiguous_id"
+
+    def __init__(self, message: str, candidates: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.candidates = candidates  # each {"id", "filename", "status"}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"candidates": self.candidates}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from docintel.core import events, queue
 from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import Settings
 from docintel.core.db import Database
-from docintel.core.errors import DocumentNotFound
+from docintel.core.errors import AmbiguousId, DocumentNotFound, IdTooShort
 from docintel.core.events import Event, EventBus
 from docintel.core.models import Analysis, Document, StatusEvent
 from docintel.core.pipeline import Pipeline, limits_for
@@ -26,6 +27,11 @@ from docintel.core.storage import Storage, safe_name
 from docintel.core.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+ID_LENGTH = 32  # uuid4().hex
+MIN_ID_PREFIX = 4
+SHOWN_CANDIDATES = 5
+HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,9 @@ class DocumentService:
     async def get(self, owner: str, document_id: str) -> DocumentDetail:
         def query() -> DocumentDetail:
             document = _owned(owner, document_id)
-            analysis = Analysis.get_or_none(Analysis.document_id == document_id)
+            analysis = Analysis.get_or_none(Analysis.document_id == document.id)
             return DocumentDetail(
-                document, events.history(document_id), analysis.as_dict() if analysis else None
+                document, events.history(document.id), analysis.as_dict() if analysis else None
             )
 
         return await self.db.run(query)
@@ -135,12 +141,14 @@ class DocumentService:
     async def delete(self, owner: str, document_id: str) -> None:
         """Delete in any status; a worker holding it finds it gone and drops its result."""
 
-        def remove() -> None:
-            _owned(owner, document_id).delete_instance()  # cascades to events and analysis
+        def remove() -> str:
+            document = _owned(owner, document_id)
+            document.delete_instance()  # cascades to events and analysis
+            return document.id
 
-        await self.db.run(remove)
-        self.workers.cancel(document_id)
-        await asyncio.to_thread(self.storage.remove, document_id)
+        full_id = await self.db.run(remove)
+        self.workers.cancel(full_id)
+        await asyncio.to_thread(self.storage.remove, full_id)
 
     # --- the stream --------------------------------------------------------
 
@@ -176,8 +184,40 @@ class DocumentService:
 
 
 def _owned(owner: str, document_id: str) -> Document:
-    """The document if it exists and belongs to owner; others' documents are 'not found'."""
-    document = Document.get_or_none((Document.id == document_id) & (Document.owner == owner))
-    if document is None:
+    """The owner's document with this id, or the only one whose id starts with it.
+
+    Ids are lowercase hex, so the ids starting with `key` are exactly those in
+    [key, key + "g"): one range scan of the (owner, id) index, stopped after a
+    few rows. Other users' documents are never matched ('not found').
+    """
+    key = document_id.strip().lower()
+    if len(key) < MIN_ID_PREFIX:
+        raise IdTooShort(
+            f"The id {document_id!r} is too short: give at least {MIN_ID_PREFIX} "
+            "characters of it (the tables show 8)."
+        )
+    if len(key) > ID_LENGTH or not set(key) <= HEX_DIGITS:
         raise DocumentNotFound(f"No document with id {document_id!r}.")
-    return document
+    matches = list(
+        Document.select()
+        .where((Document.owner == owner) & (Document.id >= key) & (Document.id < key + "g"))
+        .order_by(Document.id)
+        .limit(SHOWN_CANDIDATES + 1)
+    )
+    if not matches:
+        raise DocumentNotFound(f"No document with id {document_id!r}.")
+    if len(matches) == 1:
+        return matches[0]
+    raise _ambiguous(document_id, matches)
+
+
+def _ambiguous(document_id: str, matches: list[Document]) -> AmbiguousId:
+    shown = matches[:SHOWN_CANDIDATES]
+    # Long enough to tell the candidates apart, and never shorter than the tables' 8.
+    width = max(8, len(os.path.commonprefix([d.id for d in shown])) + 1)
+    listed = "; ".join(f"{d.id[:width]} ({d.filename}, {d.status})" for d in shown)
+    count = f"more than {SHOWN_CANDIDATES}" if len(matches) > len(shown) else str(len(shown))
+    return AmbiguousId(
+        f"The id {document_id!r} matches {count} documents: {listed}. Give more of the id.",
+        [{"id": d.id, "filename": d.filename, "status": d.status} for d in shown],
+    )

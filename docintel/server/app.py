@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,9 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from docintel import __version__
 from docintel.core.config import Settings
 from docintel.core.errors import (
+    AmbiguousId,
     DocintelError,
     DocumentNotFound,
     FileTooLarge,
+    IdTooShort,
     RejectedUpload,
     UnsupportedFileType,
 )
@@ -35,6 +38,8 @@ STATUS_FOR_ERROR: list[tuple[type[DocintelError], int]] = [
     (UnsupportedFileType, 415),
     (RejectedUpload, 400),
     (DocumentNotFound, 404),
+    (IdTooShort, 400),
+    (AmbiguousId, 409),
 ]
 
 
@@ -84,7 +89,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DocintelError)
     async def docintel_error(request: Request, exc: DocintelError) -> JSONResponse:
         status = next((s for cls, s in STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
-        return _error(status, exc.code, exc.message)
+        return _error(status, exc.code, exc.message, details=exc.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -108,6 +113,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"detail": {"code": code, "message": message}}, status, headers=headers)
+    body = {"code": code, "message": message, **(details or {})}
+    return JSONResponse({"detail": body}, status, headers=headers)

@@ -32,6 +32,22 @@ class ErrorResponse(BaseModel):
     detail: ErrorBody
 
 
+class Candidate(BaseModel):
+    id: str
+    filename: str
+    status: Status
+
+
+class AmbiguousIdBody(ErrorBody):
+    candidates: list[Candidate]
+
+
+class AmbiguousIdResponse(BaseModel):
+    """409: the id prefix matches several documents; `candidates` lists some."""
+
+    detail: AmbiguousIdBody
+
+
 class DocumentPublic(BaseModel):
     id: str
     filename: str

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from docintel.cli import render
-from docintel.cli.client import NotFound
+from docintel.cli.client import ApiError
 from docintel.cli.commands._common import JsonOption, client, fail, handles_errors
 from docintel.core.models import STATUSES
 
@@ -20,6 +20,8 @@ def check_statuses(values: list[str] | None) -> list[str]:
             )
     return values or []
 
+
+ID_HELP = "A document id, or a unique prefix of it (at least 4 characters, e.g. 6db7e49a)."
 
 StatusOption = Annotated[
     list[str] | None,
@@ -66,12 +68,12 @@ def list_(
 
 @handles_errors
 def show(
-    document_id: Annotated[str, typer.Argument(metavar="ID", help="A document id.")],
+    document_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP)],
     json_: JsonOption = False,
 ) -> None:
     """A document: its status timeline and its analysis.
 
-    Example: docintel show 3f2b9c1e-…
+    Example: docintel show 6db7e49a
     """
     with client() as api:
         doc = api.get(document_id)
@@ -83,12 +85,12 @@ def show(
 
 @handles_errors
 def status(
-    document_id: Annotated[str, typer.Argument(metavar="ID", help="A document id.")],
+    document_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP)],
     json_: JsonOption = False,
 ) -> None:
     """A document's current status (exit 1 if it failed).
 
-    Example: docintel status 3f2b9c1e-… && echo done-or-running
+    Example: docintel status 6db7e49a && echo done-or-running
     """
     with client() as api:
         state = api.status(document_id)
@@ -108,13 +110,15 @@ def status(
 
 @handles_errors
 def delete(
-    document_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Document ids.")],
+    document_ids: Annotated[
+        list[str], typer.Argument(metavar="ID...", help="Document ids, or unique prefixes of them.")
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_: JsonOption = False,
 ) -> None:
     """Delete documents, their files and their history (in any status).
 
-    Example: docintel delete 3f2b9c1e-… --yes
+    Example: docintel delete 6db7e49a 0aab7c20 --yes
     """
     if not yes:
         noun = "this document" if len(document_ids) == 1 else f"these {len(document_ids)} documents"
@@ -128,17 +132,23 @@ def delete(
     with client() as api:
         for doc_id in document_ids:
             try:
-                api.delete(doc_id)
-            except NotFound:
+                # A prefix is resolved first, so that what was deleted is named in full.
+                full_id = api.status(doc_id)["id"]
+                api.delete(full_id)
+            except ApiError as exc:
+                if exc.status not in (400, 404, 409):  # about this id: go on with the others
+                    raise
                 missing += 1
                 if json_:
-                    render.json_line({"id": doc_id, "deleted": False, "error": "not_found"})
-                else:
+                    render.json_line({"id": doc_id, "deleted": False, "error": exc.code})
+                elif exc.status == 404:
                     render.error(f"no such document: {doc_id}")
+                else:
+                    render.error(exc.message)
                 continue
             if json_:
-                render.json_line({"id": doc_id, "deleted": True})
+                render.json_line({"id": full_id, "deleted": True})
             else:
-                render.line(f"deleted {render.escape(doc_id)}")
+                render.line(f"deleted {render.escape(full_id)}")
     if missing:
         raise typer.Exit(1)

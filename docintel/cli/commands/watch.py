@@ -9,7 +9,7 @@ import typer
 from rich.live import Live
 
 from docintel.cli import render
-from docintel.cli.client import Client
+from docintel.cli.client import Client, NotFound
 from docintel.cli.commands._common import JsonOption, client, handles_errors
 from docintel.cli.commands.documents import StatusOption
 
@@ -65,10 +65,28 @@ def follow(
         consume()
 
 
+def full_ids(api: Client, document_ids: Sequence[str]) -> list[str]:
+    """The full ids of ids or unique prefixes, as the stream's events carry them.
+
+    An ambiguous or too short prefix ends the command with the server's answer;
+    an unknown id is kept as given, and the stream reports it gone.
+    """
+    resolved = []
+    for doc_id in document_ids:
+        try:
+            resolved.append(str(api.status(doc_id)["id"]))
+        except NotFound:
+            resolved.append(doc_id)
+    return list(dict.fromkeys(resolved))
+
+
 @handles_errors
 def watch(
     document_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="[ID...]", help="Only these; exit when all end.")
+        list[str] | None,
+        typer.Argument(
+            metavar="[ID...]", help="Only these ids (or unique prefixes); exit when all end."
+        ),
     ] = None,
     status: StatusOption = None,
     since: Annotated[
@@ -93,6 +111,7 @@ def watch(
     as_json = not live
     board = render.Board()
     with client() as api:
+        ids = full_ids(api, ids)
         if live and not ids and since is None:
             recent = api.list(status or [], SEED_ROWS)["items"]
             for doc in reversed(recent):  # oldest first, as events would add them

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
@@ -15,6 +15,7 @@ from docintel.core.validation import format_bytes
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
 from docintel.server.schemas import (
+    AmbiguousIdResponse,
     DocumentDetailPublic,
     DocumentPublic,
     DocumentsPublic,
@@ -29,7 +30,15 @@ from docintel.server.uploads import UploadReceiver
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/documents", tags=["documents"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
+# A route taking an id takes a unique prefix of it too (at least 4 characters).
+ID_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The id prefix is too short."},
+    404: {"model": ErrorResponse},
+    409: {"model": AmbiguousIdResponse, "description": "The id prefix is ambiguous."},
+}
+DocumentId = Annotated[
+    str, Path(description="A document id, or a unique prefix of it (at least 4 characters).")
+]
 # Multipart framing per part is a few hundred bytes; allow generously for it.
 ENVELOPE_BYTES = 1024 * 1024
 
@@ -150,9 +159,9 @@ async def list_documents(
     )
 
 
-@router.get("/{document_id}", response_model=DocumentDetailPublic, responses=NOT_FOUND)
+@router.get("/{document_id}", response_model=DocumentDetailPublic, responses=ID_ERRORS)
 async def get_document(
-    document_id: str, user: CurrentUser, service: ServiceDep
+    document_id: DocumentId, user: CurrentUser, service: ServiceDep
 ) -> DocumentDetailPublic:
     """One document with its status history and analysis."""
     detail = await service.get(user, document_id)
@@ -163,8 +172,10 @@ async def get_document(
     )
 
 
-@router.get("/{document_id}/status", response_model=DocumentStatus, responses=NOT_FOUND)
-async def get_status(document_id: str, user: CurrentUser, service: ServiceDep) -> DocumentStatus:
+@router.get("/{document_id}/status", response_model=DocumentStatus, responses=ID_ERRORS)
+async def get_status(
+    document_id: DocumentId, user: CurrentUser, service: ServiceDep
+) -> DocumentStatus:
     """A document's current status."""
     d = await service.status(user, document_id)
     return DocumentStatus(
@@ -172,8 +183,10 @@ async def get_status(document_id: str, user: CurrentUser, service: ServiceDep) -
     )
 
 
-@router.delete("/{document_id}", status_code=204, responses=NOT_FOUND)
-async def delete_document(document_id: str, user: CurrentUser, service: ServiceDep) -> Response:
+@router.delete("/{document_id}", status_code=204, responses=ID_ERRORS)
+async def delete_document(
+    document_id: DocumentId, user: CurrentUser, service: ServiceDep
+) -> Response:
     """Delete a document, its file and its history, in any status."""
     await service.delete(user, document_id)
     return Response(status_code=204)

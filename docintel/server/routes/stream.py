@@ -14,7 +14,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from docintel.core.events import Event
 from docintel.server.auth import StreamUser
 from docintel.server.deps import ServiceDep
-from docintel.server.schemas import ErrorResponse
+from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse
 
 router = APIRouter(tags=["stream"])
 
@@ -29,7 +29,9 @@ class StreamRequest:
 async def stream_request(
     user: StreamUser,
     service: ServiceDep,
-    document_id: Annotated[list[str], Query(description="Only these documents.")] = [],  # noqa: B006
+    document_id: Annotated[
+        list[str], Query(description="Only these documents (ids or unique prefixes of them).")
+    ] = [],  # noqa: B006
     last_event_id: Annotated[
         str | None, Query(description="Replay events after this id (0: from the start).")
     ] = None,
@@ -38,9 +40,10 @@ async def stream_request(
     # Checked here, in a dependency, because once the generator runs the
     # 200 and its headers are already sent.
     after = _parse_event_id(last_event_id_header or last_event_id)
-    for doc_id in document_id:
-        await service.status(user, doc_id)  # 404 for unknown or foreign ids
-    return StreamRequest(user, after, document_id)
+    # Ids may be prefixes: the stream filters by the full ids they resolve to
+    # (404 for unknown or foreign ones, 409 for ambiguous ones).
+    full_ids = [(await service.status(user, doc_id)).id for doc_id in document_id]
+    return StreamRequest(user, after, full_ids)
 
 
 async def followed_events(
@@ -65,7 +68,11 @@ async def followed_events(
 @router.get(
     "/documents/stream",
     response_class=EventSourceResponse,
-    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses={
+        400: {"model": ErrorResponse},
+        404: {"model": ErrorResponse},
+        409: {"model": AmbiguousIdResponse},
+    },
 )
 async def stream(
     events: Annotated[AsyncGenerator[Event, None], Depends(followed_events)],
