@@ -8,10 +8,15 @@ from typing import Annotated
 import typer
 
 from docintel import __version__
+from docintel.cli import usage
 from docintel.cli.commands import analyze, auth, documents, upload, watch
 from docintel.core.config import ConfigError, Settings
 
-app = typer.Typer(
+app = usage.Typer(
+    cls=usage.Group,
+    # Plain help, as in gh, git, llm and httpie: see usage.py and the README.
+    rich_markup_mode=None,
+    subcommand_metavar="COMMAND [ARGS...]",
     no_args_is_help=True,
     help="Document intelligence from the terminal: upload PDFs and text, watch them "
     "being analysed, read the results.",

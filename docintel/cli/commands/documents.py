@@ -38,7 +38,9 @@ StatusOption = Annotated[
 @handles_errors
 def list_(
     status: StatusOption = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="At most N.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=500, metavar="N", help="At most N.")
+    ] = 50,
     json_: JsonOption = False,
 ) -> None:
     """List your documents, newest first.

@@ -1,0 +1,255 @@
+"""How `docintel` presents itself: help pages, usage lines, usage errors.
+
+Left to itself, Typer shows each parameter's Python type in help (`<bool>`,
+`<list[str]>`), wraps a variadic argument's name twice in usage lines
+(`[[ID...]]...`, `{FILES...}...`) and prints usage errors as a framed box
+under the usage line. Here, once for every command:
+
+- help is plain text, like `gh`, `git`, `llm` or `httpie` (why: README, "Help
+  and errors"); an option that takes a value shows a name for it (`--port
+  PORT`, `--analyzer [offline|openai]`), a flag shows nothing;
+- usage lines read `FILES...`, `ID`, `[ID...]`;
+- a usage error is one line on stderr, `docintel: <message> (see 'docintel
+  list --help')`, with exit status 2, like every other error of the CLI.
+
+Commands keep declaring plain `typer.Option`/`typer.Argument`s; a `metavar=`
+there names the value (`metavar="SECONDS"`), brackets and dots are added here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+# Typer ≥ 0.29 vendors Click: its exceptions, contexts and formatter live here,
+# not in the `click` package (`click.UsageError` would never match).
+from typer import _click
+from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from docintel.cli import render
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SECTION = "Commands"
+_EXAMPLE = re.compile(r"^(Examples?):\s*(.*)$", re.DOTALL)
+
+
+def _value_name(param: TyperOption) -> str:
+    """What an option's value is called in help: its choices, else its name."""
+    choices = param.type_descriptor.choices
+    if choices:
+        names = (str(c.value) if isinstance(c, Enum) else str(c) for c in choices)
+        return f"[{'|'.join(names)}]"
+    return (param.name or "value").upper()
+
+
+def _bare(metavar: str) -> str:
+    """`[ID...]` → `ID`: the usage line adds brackets and dots itself."""
+    return metavar.strip("[]{}<>").removesuffix("...").strip("[]{}<>") or metavar
+
+
+def name_values(params: list[_click.Parameter]) -> None:
+    """Give every argument and every option that takes a value a metavar.
+
+    Typer falls back to the Python type for both; Click's own messages
+    ("Missing argument 'FILES'") use the argument's metavar too.
+    """
+    for param in params:
+        if isinstance(param, TyperArgument):
+            param.metavar = _bare(param.metavar or (param.name or "arg").upper())
+        elif isinstance(param, TyperOption):
+            takes_value = not (param.is_flag or param.count)
+            if takes_value and param.metavar is None:
+                param.metavar = _value_name(param)
+
+
+def argument_usage(param: TyperArgument) -> str:
+    """`FILES...` (required, variadic), `ID` (required), `[ID...]` (optional)."""
+    name = param.metavar or (param.name or "arg").upper()
+    if param.nargs != 1:
+        name += "..."
+    return name if param.required else f"[{name}]"
+
+
+def _help_text(text: str) -> str:
+    """Keep an example whole on its own indented line, ready to copy.
+
+    Click rewraps every paragraph to the terminal width, which can break a
+    command line in two; a paragraph that starts with `\\b` is kept as is.
+    """
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        match = _EXAMPLE.match(paragraph.strip())
+        if match:
+            lines = [line.strip() for line in match.group(2).splitlines() if line.strip()]
+            paragraph = "\n".join(["\b", f"{match.group(1)}:", *(f"  {line}" for line in lines)])
+        paragraphs.append(paragraph)
+    return "\n\n".join(paragraphs)
+
+
+class Command(TyperCommand):
+    """A command whose help, usage line and errors read as described above."""
+
+    def __init__(self, name: str | None, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        name_values(self.params)
+
+    def collect_usage_pieces(self, ctx: _click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        pieces += [argument_usage(p) for p in self.params if isinstance(p, TyperArgument)]
+        return pieces
+
+    def format_help_text(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        text = inspect.cleandoc(self.help or "").partition("\f")[0]
+        if text:
+            formatter.write_paragraph()
+            with formatter.indentation():
+                formatter.write_text(_help_text(text))
+
+    def format_options(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        write_params(self, ctx, formatter)
+
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            raise _in_context(exc, ctx) from exc.__cause__
+
+
+def write_params(
+    command: _click.Command, ctx: _click.Context, formatter: _click.HelpFormatter
+) -> None:
+    """The "Arguments" and "Options" sections, without Python types."""
+    arguments: list[tuple[str, str]] = []
+    options: list[tuple[str, str]] = []
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        if isinstance(param, TyperArgument):
+            # Typer appends the type to the name ("ID <str>"): name it ourselves.
+            arguments.append((argument_usage(param).strip("[]"), record[1]))
+        else:
+            options.append(record)
+    for title, rows in (("Arguments", arguments), ("Options", options)):
+        if rows:
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+class Group(TyperGroup):
+    """The `docintel` command itself: commands listed in sections (their
+    `rich_help_panel`), their summaries whole, and every usage error one line."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        name_values(self.params)
+
+    def format_options(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        write_params(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+    def format_commands(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        shown = [(n, c) for n in self.list_commands(ctx) if (c := self.get_command(ctx, n))]
+        shown = [(name, command) for name, command in shown if not command.hidden]
+        width = max((len(name) for name, _ in shown), default=0)
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for name, command in shown:
+            section = getattr(command, "rich_help_panel", None) or DEFAULT_SECTION
+            # No limit: Click would cut a summary short with "..." at 45 characters.
+            summary = command.get_short_help_str(limit=1_000)
+            # Padded to one width, so that every section lines up.
+            sections.setdefault(section, []).append((name.ljust(width), summary))
+        for title, rows in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            raise _in_context(exc, ctx) from exc.__cause__
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: _click.Context | None = None,
+        **extra: Any,
+    ) -> _click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            usage_error(exc)
+
+    def invoke(self, ctx: _click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            usage_error(exc)
+
+
+def _in_context(exc: UsageError, ctx: _click.Context) -> UsageError:
+    """Click's parser raises some errors ("option '-n' requires an argument")
+    without the context that names the command for the `--help` hint."""
+    if exc.ctx is None:
+        exc.ctx, exc.cmd = ctx, ctx.command
+    return exc
+
+
+def usage_error(exc: UsageError) -> NoReturn:
+    """Print a usage error as one line on stderr and exit with its status (2).
+
+    `docintel` alone still prints the help (Click signals that as a usage error).
+    """
+    if isinstance(exc, NoArgsIsHelpError):
+        raise exc
+    render.error(one_line(exc))
+    raise typer.Exit(exc.exit_code) from None
+
+
+def one_line(exc: UsageError) -> str:
+    """`Missing argument 'ID'.` → `missing argument 'ID' (see 'docintel show --help')`."""
+    message = " ".join(_message(exc).split()).removesuffix(".")
+    if re.match(r"[A-Z][a-z]", message):
+        message = message[0].lower() + message[1:]
+    ctx = exc.ctx
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        names = ctx.help_option_names
+        option = "--help" if "--help" in names else names[0]
+        message += f" (see '{ctx.command_path} {option}')"
+    return message
+
+
+def _message(exc: UsageError) -> str:
+    """Click's message, with Typer's validation errors (Pydantic's) made to name
+    the value: `Input should be a valid integer, unable to parse string as an
+    integer` → `'abc' should be a valid integer`."""
+    from pydantic import ValidationError
+
+    cause = exc.__cause__
+    if not (isinstance(exc, BadParameter) and isinstance(cause, ValidationError)):
+        return exc.format_message()
+    error = cause.errors()[0]
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if reason.startswith("Input should be"):
+        reason = reason.replace("Input", repr(error["input"]), 1).partition(", unable to")[0]
+    exc.message = reason
+    return exc.format_message()
+
+
+class Typer(typer.Typer):
+    """`typer.Typer` whose commands are `Command`s, so that every command
+    registered on the app, now or later, gets the same help and errors."""
+
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[F], F]:
+        decorator: Callable[[F], F] = super().command(name, cls=cls or Command, **kwargs)
+        return decorator
