@@ -27,6 +27,7 @@ from docintel.core.errors import (
 from docintel.core.ratelimit import RateLimiter
 from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator
+from docintel.server.docs import add_docs
 from docintel.server.routes import auth, documents, stream
 from docintel.server.streamguard import StreamGuard
 
@@ -61,6 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Upload PDF and text documents; watch them extracted and analysed live.",
         lifespan=lifespan,
+        # Served from the package by add_docs: FastAPI's own load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
@@ -71,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(stream.router)  # before /documents/{id}, which would match "stream"
     app.include_router(documents.router)
+    add_docs(app)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, object]:
