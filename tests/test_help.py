@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from docintel.cli.main import app
+from tests.conftest import REPO
 
 runner = CliRunner()
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
@@ -150,6 +152,31 @@ def test_a_real_run_prints_help_on_stdout() -> None:
     assert result.stderr == ""
     assert result.stdout.startswith("Usage: docintel upload [OPTIONS] FILES...\n")
     assert not TYPE_METAVAR.search(result.stdout)
+
+
+def readme_runs() -> list[pytest.ParameterSet]:
+    """`$ docintel ...` examples in the README's console blocks that need no
+    server (help pages, usage errors), with the output shown under them."""
+    text = (REPO / "README.md").read_text()
+    runs: list[pytest.ParameterSet] = []
+    for block in re.findall(r"```console\n(.*?)```", text, re.DOTALL):
+        for command, output in re.findall(r"^\$ docintel(.*)\n((?:(?!\$ ).*\n)*)", block, re.M):
+            shown = output.rstrip("\n")
+            if "--help" in command or ONE_LINE.match(shown):
+                runs.append(pytest.param(command.strip(), shown, id=command.strip()))
+    return runs
+
+
+@pytest.mark.parametrize(("command", "shown"), readme_runs())
+def test_the_readme_shows_what_users_see(command: str, shown: str) -> None:
+    """If this fails after a change to the CLI, paste the real output into the README."""
+    result = run(*shlex.split(command))
+    assert (result.stdout + result.stderr).rstrip("\n") == shown
+
+
+def test_the_readme_has_help_and_error_examples() -> None:
+    commands = [str(run.values[0]) for run in readme_runs()]
+    assert any("--help" in c for c in commands) and len(commands) >= 4
 
 
 def test_docintel_alone_prints_the_help() -> None:
