@@ -93,7 +93,7 @@ def test_requeue_puts_interrupted_documents_back_and_gives_up_after_max_attempts
     ids = add(2)
     first = queue.claim_next()
     assert first is not None and first.id == ids[0]
-    events.transition(first.id, ["processing"], "analyzing")
+    queue.transition(first.id, ["processing"], "analyzing")
     [requeued] = queue.requeue_interrupted()
     assert requeued.status == "pending"
     assert [e.status for e in events.history(first.id)][-1] == "pending"
@@ -111,9 +111,9 @@ def test_requeue_puts_interrupted_documents_back_and_gives_up_after_max_attempts
 
 def test_transition_is_compare_and_set(db: None) -> None:
     [doc_id] = add(1)
-    assert not events.transition(doc_id, ["processing"], "analyzing")  # still pending
+    assert not queue.transition(doc_id, ["processing"], "analyzing")  # still pending
     assert queue.claim_next() is not None
-    assert events.transition(doc_id, ["processing"], "analyzing")
+    assert queue.transition(doc_id, ["processing"], "analyzing")
     Document.get(Document.id == doc_id).delete_instance()
-    assert not events.transition(doc_id, ["analyzing"], "completed")
+    assert not queue.transition(doc_id, ["analyzing"], "completed")
     assert StatusEvent.select().where(StatusEvent.document_id == doc_id).count() == 0

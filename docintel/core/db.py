@@ -125,11 +125,18 @@ MIGRATIONS: list[Callable[[], None]] = [m001_initial, m002_document_owner_id]
 
 
 class Database:
-    """Runs database functions on the one thread that owns the connection."""
+    """Runs database functions on the one thread that owns the connection.
+
+    `run` is for reads. `write` is for changes: once the function has returned
+    (its transaction committed) it calls every `on_commit` callback, so those
+    who wait for new events or new work (the event feed, the workers) are woken
+    without any call site having to remember to.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docintel-db")
+        self.on_commit: list[Callable[[], None]] = []
 
     async def open(self) -> None:
         await self.run(connect, self.path)
@@ -137,6 +144,14 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await self.run(fn, *args, **kwargs)
+        finally:
+            # Also after a failure: a write function may commit, then raise.
+            for callback in self.on_commit:
+                callback()
 
     async def close(self) -> None:
         await self.run(database.close)

@@ -1,28 +1,39 @@
-"""The event log: every status transition is one StatusEvent row.
+"""The event log, read: replay by id, and the live feed every stream tails.
 
-The log is the single source of truth: a document's status is the status of
-its latest event, `history` is its events, and SSE streams tail it by id.
-Writers call these functions on the database thread, then `EventBus.notify()`
-on the loop so that subscribers (streams, the worker pool) look again.
+The log (`status_event`, written only by queue.py) is the single source of
+truth: a document's status is the status of its latest event, `history` is its
+events, and streams tail it by id.
+
+`EventFeed` is the one reader of new events per process. After each commit
+(`Database.write` calls `notify()`) it reads the new batch of the log once and
+hands each subscriber only its own user's events, so the cost of a commit
+grows with the events written, not with the streams open. A subscriber that
+falls behind (its buffer fills) stops being fed and catches up from the log by
+itself, so it slows nobody; replay and the live tail meet by event id, with
+nothing lost or repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import collections
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import peewee
 
-from docintel.core.db import database, utcnow
+from docintel.core.db import Database
 from docintel.core.models import Analysis, Document, StatusEvent
+
+ANALYSIS_FIELDS = ("summary", "key_topics", "sentiment", "action_items", "analyzer", "model")
+BATCH = 500  # events read per query, for the feed and for a replay
 
 
 @dataclass(frozen=True)
 class Event:
     id: int
+    owner: str
     document_id: str
     filename: str
     status: str
@@ -31,77 +42,15 @@ class Event:
     error: str | None
     analysis: dict[str, Any] | None
 
-    def as_payload(self) -> dict[str, Any]:
-        """The SSE `data:` object of the spec."""
-        payload: dict[str, Any] = {
-            "document_id": self.document_id,
-            "status": self.status,
-            "timestamp": self.at,
-            "filename": self.filename,
-        }
-        if self.detail:
-            payload["detail"] = self.detail
-        if self.error:
-            payload["error"] = self.error
-        if self.analysis is not None:
-            payload["analysis"] = self.analysis
-        return payload
-
-
-def record(document: Document, status: str, detail: str | None = None) -> StatusEvent:
-    """Append an event for a status the caller has just written (same transaction)."""
-    return StatusEvent.create(
-        document_id=document.id,
-        owner=document.owner,
-        status=status,
-        at=document.updated_at,
-        detail=detail,
-    )
-
-
-def transition(
-    document_id: str,
-    expected: Sequence[str],
-    status: str,
-    *,
-    detail: str | None = None,
-    error: str | None = None,
-    analysis: dict[str, Any] | None = None,
-) -> bool:
-    """Move a document from one of `expected` to `status`, with its event.
-
-    Compare-and-set: returns False (and writes nothing) when the document is
-    gone or was moved by someone else, e.g. deleted while it was processed.
-    """
-    with database.atomic():
-        now = utcnow()
-        changed = (
-            Document.update(status=status, error=error, updated_at=now)
-            .where((Document.id == document_id) & (Document.status.in_(list(expected))))
-            .execute()
-        )
-        if changed != 1:
-            return False
-        document = Document.get(Document.id == document_id)
-        if analysis is not None:
-            Analysis.insert(
-                document_id=document_id, created_at=now, **analysis
-            ).on_conflict_replace().execute()
-        record(document, status, detail or error)
-        return True
-
 
 def last_id() -> int:
     return int(StatusEvent.select(peewee.fn.COALESCE(peewee.fn.MAX(StatusEvent.id), 0)).scalar())
 
 
-ANALYSIS_FIELDS = ("summary", "key_topics", "sentiment", "action_items", "analyzer", "model")
-
-
 def events_after(
-    owner: str, after: int, document_ids: Sequence[str] = (), limit: int = 500
+    owner: str | None, after: int, document_ids: Sequence[str] = (), limit: int = BATCH
 ) -> list[Event]:
-    """The owner's events with id > after, oldest first (the stream's replay and tail)."""
+    """Events with id > after, oldest first: one owner's (a replay), or everyone's (the feed)."""
     query = (
         StatusEvent.select(
             StatusEvent,
@@ -118,34 +67,36 @@ def events_after(
         .join(
             Analysis, peewee.JOIN.LEFT_OUTER, on=(StatusEvent.document_id == Analysis.document_id)
         )
-        .where((StatusEvent.owner == owner) & (StatusEvent.id > after))
+        .where(StatusEvent.id > after)
         .order_by(StatusEvent.id)
         .limit(limit)
     )
+    if owner is not None:
+        query = query.where(StatusEvent.owner == owner)
     if document_ids:
         query = query.where(StatusEvent.document_id.in_(list(document_ids)))
-    events = []
     rows = cast(Iterable[dict[str, Any]], query.dicts())  # peewee's stubs say models
-    for row in rows:
-        # The joined columns fill in what the spec's event carries: the file
-        # name always, the analysis on `completed`; failed events carry their reason.
-        analysis = None
-        if row["status"] == "completed" and row["summary"] is not None:
-            analysis = {key: row[key] for key in ANALYSIS_FIELDS}
-        failed = row["status"] == "failed"
-        events.append(
-            Event(
-                id=row["id"],
-                document_id=row["document_id"],
-                filename=row["filename"],
-                status=row["status"],
-                at=row["at"],
-                detail=None if failed else row["detail"],
-                error=row["detail"] if failed else None,
-                analysis=analysis,
-            )
-        )
-    return events
+    return [_event(row) for row in rows]
+
+
+def _event(row: dict[str, Any]) -> Event:
+    # The joined columns fill in what the spec's event carries: the file name
+    # always, the analysis on `completed`; failed events carry their reason.
+    analysis = None
+    if row["status"] == "completed" and row["summary"] is not None:
+        analysis = {key: row[key] for key in ANALYSIS_FIELDS}
+    failed = row["status"] == "failed"
+    return Event(
+        id=row["id"],
+        owner=row["owner"],
+        document_id=row["document_id"],
+        filename=row["filename"],
+        status=row["status"],
+        at=row["at"],
+        detail=None if failed else row["detail"],
+        error=row["detail"] if failed else None,
+        analysis=analysis,
+    )
 
 
 def history(document_id: str) -> list[StatusEvent]:
@@ -154,25 +105,119 @@ def history(document_id: str) -> list[StatusEvent]:
     )
 
 
-class EventBus:
-    """Wakes subscribers after a commit; the log itself holds the events.
+@dataclass(eq=False)
+class _Subscriber:
+    owner: str
+    document_ids: frozenset[str]
+    capacity: int
+    buffer: collections.deque[Event] = field(default_factory=collections.deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    behind: bool = False  # the buffer overflowed: catch up from the log
 
-    Subscribers get a flag, not a copy of the event: a slow subscriber cannot
-    make anyone else wait or make memory grow, it just reads more rows later.
-    """
+    def offer(self, event: Event) -> None:
+        if self.behind or (self.document_ids and event.document_id not in self.document_ids):
+            return
+        if len(self.buffer) >= self.capacity:
+            self.behind = True
+            self.buffer.clear()
+        else:
+            self.buffer.append(event)
+        self.wake.set()
 
-    def __init__(self) -> None:
-        self._subscribers: set[asyncio.Event] = set()
+
+class EventFeed:
+    """One reader of the log per process, fanning each new event out to its user's streams."""
+
+    def __init__(self, db: Database, buffer: int = 1000) -> None:
+        self.db = db
+        self.buffer = buffer
+        self._cursor = 0  # the last event id the reader has handed out
+        self._subscribers: dict[str, set[_Subscriber]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(subs) for subs in self._subscribers.values())
+
+    async def start(self) -> None:
+        self._cursor = await self.db.run(last_id)
+        self._reader = asyncio.create_task(self._read(), name="docintel-event-feed")
 
     def notify(self) -> None:
-        for flag in self._subscribers:
-            flag.set()
+        """Something was committed: the reader looks at the log again."""
+        self._wake.set()
 
-    @contextlib.contextmanager
-    def subscribe(self) -> Iterator[asyncio.Event]:
-        flag = asyncio.Event()
-        self._subscribers.add(flag)
+    def end_streams(self) -> None:
+        """Ends every open stream now (before the HTTP server waits on them)."""
+        self._stopping.set()
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.wake.set()
+
+    async def stop(self) -> None:
+        self.end_streams()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()  # before reading: a commit after the read sets it again
+            while True:
+                batch = await self.db.run(events_after, None, self._cursor)
+                # Cursor and hand-out in one step (no await): a subscriber that
+                # compares its position with the cursor sees a consistent state.
+                for event in batch:
+                    for sub in self._subscribers.get(event.owner, ()):
+                        sub.offer(event)
+                if batch:
+                    self._cursor = batch[-1].id
+                if len(batch) < BATCH:
+                    break
+
+    async def follow(
+        self, owner: str, after: int | None, document_ids: Sequence[str] = ()
+    ) -> AsyncGenerator[Event, None]:
+        """The owner's events with id > after, then live ones, until the feed stops.
+
+        `after=None` starts at the end of the log.
+        """
+        sub = _Subscriber(owner, frozenset(document_ids), self.buffer)
+        self._subscribers.setdefault(owner, set()).add(sub)
         try:
-            yield flag
+            position = self._cursor if after is None else after
+            # Replay what the reader had handed out before we subscribed; it
+            # also serves a subscriber that fell behind (the same catch-up).
+            sub.behind = position < self._cursor
+            while not self._stopping.is_set():
+                if sub.behind:
+                    handed_out = self._cursor
+                    batch = await self.db.run(events_after, owner, position, document_ids)
+                    for event in batch:
+                        yield event
+                        position = event.id
+                    if len(batch) < BATCH:
+                        # Every event of ours the reader had handed out was committed
+                        # before that read, so it was in the batch: we are past it.
+                        position = max(position, handed_out)
+                        if position >= self._cursor:
+                            sub.behind = False  # caught up: the reader feeds us from here
+                            sub.buffer.clear()
+                    continue
+                if not sub.buffer:
+                    sub.wake.clear()
+                    await sub.wake.wait()
+                    continue
+                event = sub.buffer.popleft()
+                if event.id > position:  # a catch-up read may have passed it already
+                    yield event
+                    position = event.id
         finally:
-            self._subscribers.discard(flag)
+            subs = self._subscribers.get(owner)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers[owner]

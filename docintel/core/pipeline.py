@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from docintel.core import events
+from docintel.core import queue
 from docintel.core.analysis import AnalysisResult, Analyzer
 from docintel.core.config import Settings
 from docintel.core.db import Database
 from docintel.core.errors import DocintelError
-from docintel.core.events import EventBus
 from docintel.core.extraction import Limits, extract
 from docintel.core.models import ANALYZING, COMPLETED, FAILED, PROCESSING, Document
 from docintel.core.storage import Storage
@@ -20,11 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class Pipeline:
-    def __init__(
-        self, db: Database, bus: EventBus, storage: Storage, analyzer: Analyzer, limits: Limits
-    ) -> None:
+    def __init__(self, db: Database, storage: Storage, analyzer: Analyzer, limits: Limits) -> None:
         self.db = db
-        self.bus = bus
         self.storage = storage
         self.analyzer = analyzer
         self.limits = limits
@@ -64,10 +60,8 @@ class Pipeline:
             )
 
     async def _move(self, document_id: str, current: str, status: str, **kwargs: object) -> bool:
-        moved = await self.db.run(events.transition, document_id, (current,), status, **kwargs)
-        if moved:
-            self.bus.notify()
-        else:
+        moved = await self.db.write(queue.transition, document_id, (current,), status, **kwargs)
+        if not moved:
             log.info("document %s is gone or moved on; dropping its %s result", document_id, status)
         return moved
 

@@ -1,20 +1,80 @@
-"""The durable queue is the document table: enqueue, atomic claim, requeue.
+"""Every status change of a document, and the durable queue they make up.
 
-A document waits as `pending`; a worker claims the oldest one by moving it to
-`processing` in one write transaction and checking that it won (nothing else
-may claim it in between). Order is by the AUTOINCREMENT `seq`, so documents
-start strictly in upload order.
+This is the one module that moves a document between statuses (enqueue,
+claim, move on, complete with the analysis, fail, release, requeue) and so the
+one writer of the event log: each change and its `StatusEvent` row are one
+transaction. "How can a document become `failed`?" is answered here.
+
+The document table is the queue: a document waits as `pending`; a worker
+claims the oldest one by moving it to `processing` in one write transaction
+and checking that it won (nothing else may claim it in between). Order is by
+the AUTOINCREMENT `seq`, so documents start strictly in upload order.
+
+These functions run on the database thread; callers go through
+`Database.write`, which wakes the event feed and the workers after the commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from docintel.core import events
 from docintel.core.db import database, utcnow
-from docintel.core.models import FAILED, IN_FLIGHT, PENDING, PROCESSING, Document
+from docintel.core.models import (
+    FAILED,
+    IN_FLIGHT,
+    PENDING,
+    PROCESSING,
+    Analysis,
+    Document,
+    StatusEvent,
+)
 
 MAX_ATTEMPTS = 3
+
+
+def record(document: Document, status: str, detail: str | None = None) -> StatusEvent:
+    """Append an event for a status the caller has just written (same transaction)."""
+    return StatusEvent.create(
+        document_id=document.id,
+        owner=document.owner,
+        status=status,
+        at=document.updated_at,
+        detail=detail,
+    )
+
+
+def transition(
+    document_id: str,
+    expected: Sequence[str],
+    status: str,
+    *,
+    detail: str | None = None,
+    error: str | None = None,
+    analysis: dict[str, Any] | None = None,
+) -> bool:
+    """Move a document from one of `expected` to `status`, with its event.
+
+    Compare-and-set: returns False (and writes nothing) when the document is
+    gone or was moved by someone else, e.g. deleted while it was processed.
+    """
+    with database.atomic():
+        now = utcnow()
+        changed = (
+            Document.update(status=status, error=error, updated_at=now)
+            .where((Document.id == document_id) & (Document.status.in_(list(expected))))
+            .execute()
+        )
+        if changed != 1:
+            return False
+        document = Document.get(Document.id == document_id)
+        if analysis is not None:
+            Analysis.insert(
+                document_id=document_id, created_at=now, **analysis
+            ).on_conflict_replace().execute()
+        record(document, status, detail or error)
+        return True
 
 
 @dataclass(frozen=True)
@@ -35,7 +95,7 @@ def enqueue(new: NewDocument) -> Document:
         document = Document.create(
             **new.__dict__, status=PENDING, created_at=now, updated_at=now, attempts=0
         )
-        events.record(document, PENDING, "queued")
+        record(document, PENDING, "queued")
     return document
 
 
@@ -60,7 +120,7 @@ def claim_next() -> Document | None:
         if len(claimed) != 1:
             return None
         document: Document = claimed[0]
-        events.record(document, PROCESSING, f"extracting text (attempt {document.attempts})")
+        record(document, PROCESSING, f"extracting text (attempt {document.attempts})")
         return document
 
 
@@ -76,9 +136,7 @@ def release(document_ids: list[str]) -> int:
             document.attempts = max(0, document.attempts - 1)
             document.updated_at = utcnow()
             document.save()
-            events.record(
-                document, PENDING, f"requeued: the server was stopped while it was {previous}"
-            )
+            record(document, PENDING, f"requeued: the server was stopped while it was {previous}")
             released += 1
     return released
 
@@ -104,6 +162,6 @@ def requeue_interrupted() -> list[Document]:
                 document.status = PENDING
                 detail = f"requeued: the server stopped while it was {previous}"
             document.save()
-            events.record(document, document.status, detail)
+            record(document, document.status, detail)
             touched.append(document)
     return touched

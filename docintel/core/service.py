@@ -1,4 +1,4 @@
-"""The running service: database, event bus, storage, analyzer and workers, wired.
+"""The running service: database, event feed, storage, analyzer and workers, wired.
 
 The server builds one `DocumentService` from Settings, starts it in its
 lifespan and calls it from routes; nothing here knows about HTTP.
@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import Settings
 from docintel.core.db import Database
 from docintel.core.errors import AmbiguousId, DocumentNotFound, IdTooShort
-from docintel.core.events import Event, EventBus
+from docintel.core.events import Event, EventFeed
 from docintel.core.models import Analysis, Document, StatusEvent
 from docintel.core.pipeline import Pipeline, limits_for
 from docintel.core.storage import Storage, safe_name
@@ -56,30 +56,33 @@ class DocumentService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.db_path)
-        self.bus = EventBus()
+        self.feed = EventFeed(self.db)
+        self.db.on_commit.append(self.feed.notify)
         self.storage = Storage(settings.data_dir)
         self.analyzer = build_analyzer(settings)
-        self.pipeline = Pipeline(
-            self.db, self.bus, self.storage, self.analyzer, limits_for(settings)
-        )
-        self.workers = WorkerPool(self.db, self.bus, self.pipeline, settings.workers)
-        self.stopping = asyncio.Event()
-        self.open_streams = 0
+        self.pipeline = Pipeline(self.db, self.storage, self.analyzer, limits_for(settings))
+        self.workers = WorkerPool(self.db, self.pipeline, settings.workers)
+
+    @property
+    def open_streams(self) -> int:
+        return self.feed.open_streams
 
     async def start(self) -> None:
         await asyncio.to_thread(self.storage.prepare)
         await self.db.open()
-        for document in await self.db.run(queue.requeue_interrupted):
+        for document in await self.db.write(queue.requeue_interrupted):
             log.warning("document %s was interrupted; now %s", document.id, document.status)
         known = await self.db.run(lambda: {d.id for d in Document.select(Document.id)})
         for orphan in await asyncio.to_thread(self.storage.sweep, known):
             log.warning("removed upload folder %s with no document", orphan)
+        await self.feed.start()
         self.workers.start()
         log.info("analyzer: %s; workers: %d", describe_choice(self.settings), self.settings.workers)
 
     async def stop(self) -> None:
         self.begin_shutdown()
         await self.workers.stop()
+        await self.feed.stop()
         aclose = getattr(self.analyzer, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -87,8 +90,7 @@ class DocumentService:
 
     def begin_shutdown(self) -> None:
         """Ends every open stream now (before the HTTP server waits on them)."""
-        self.stopping.set()
-        self.bus.notify()
+        self.feed.end_streams()
 
     # --- documents ---------------------------------------------------------
 
@@ -107,11 +109,10 @@ class DocumentService:
             sha256=received.sha256,
         )
         try:
-            document = await self.db.run(queue.enqueue, new)
+            document = await self.db.write(queue.enqueue, new)
         except BaseException:
             await asyncio.to_thread(self.storage.remove, document_id)
             raise
-        self.bus.notify()
         return document
 
     async def list(
@@ -146,41 +147,17 @@ class DocumentService:
             document.delete_instance()  # cascades to events and analysis
             return document.id
 
-        full_id = await self.db.run(remove)
+        full_id = await self.db.write(remove)
         self.workers.cancel(full_id)
         await asyncio.to_thread(self.storage.remove, full_id)
 
     # --- the stream --------------------------------------------------------
 
-    async def follow(
+    def follow(
         self, owner: str, after: int | None, document_ids: Sequence[str] = ()
     ) -> AsyncGenerator[Event, None]:
-        """Events of the owner's documents with id > after, then live ones, until shutdown.
-
-        Replay and live tail are one loop over the log by id, so nothing is
-        lost or repeated between them. `after=None` starts at the log's end.
-        """
-        self.open_streams += 1
-        try:
-            async for event in self._follow(owner, after, document_ids):
-                yield event
-        finally:
-            self.open_streams -= 1
-
-    async def _follow(
-        self, owner: str, after: int | None, document_ids: Sequence[str]
-    ) -> AsyncIterator[Event]:
-        with self.bus.subscribe() as wake:
-            if after is None:
-                after = await self.db.run(events.last_id)
-            while not self.stopping.is_set():
-                wake.clear()  # before reading: a commit after the read sets it again
-                batch = await self.db.run(events.events_after, owner, after, document_ids)
-                for event in batch:
-                    yield event
-                    after = event.id
-                if not batch:
-                    await wake.wait()  # begin_shutdown() sets it too
+        """Events of the owner's documents with id > after, then live ones, until shutdown."""
+        return self.feed.follow(owner, after, document_ids)
 
 
 def _owned(owner: str, document_id: str) -> Document:

@@ -2,8 +2,9 @@
 
 One dispatcher loop claims documents one at a time (so they start in FIFO
 order) whenever a concurrency slot is free; each claimed document runs in its
-own named task. The dispatcher sleeps on the event bus, so an idle queue costs
-nothing and new work starts at once.
+own named task. The dispatcher sleeps until a commit wakes it (`wake()`, an
+`on_commit` callback of the database), so an idle queue costs nothing and new
+work starts at once.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import logging
 
 from docintel.core import queue
 from docintel.core.db import Database
-from docintel.core.events import EventBus
 from docintel.core.models import Document
 from docintel.core.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-# A safety net only: every enqueue notifies the bus.
+# A safety net only: every commit wakes the dispatcher.
 IDLE_RECHECK_SECONDS = 30.0
 
 
 class WorkerPool:
-    def __init__(self, db: Database, bus: EventBus, pipeline: Pipeline, concurrency: int) -> None:
+    def __init__(self, db: Database, pipeline: Pipeline, concurrency: int) -> None:
         self.db = db
-        self.bus = bus
+        self._wake = asyncio.Event()
+        db.on_commit.append(self._wake.set)
         self.pipeline = pipeline
         self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
@@ -65,34 +66,31 @@ class WorkerPool:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if cut_short:
-            await self.db.run(queue.release, cut_short)
-            self.bus.notify()
+            await self.db.write(queue.release, cut_short)
             log.info(
                 "put %d document(s) back in the queue; they resume at the next start",
                 len(cut_short),
             )
 
     async def _dispatch(self) -> None:
-        with self.bus.subscribe() as wake:
-            while not self._stop.is_set():
-                await self._slots.acquire()
-                wake.clear()
-                try:
-                    document = await self.db.run(queue.claim_next)
-                except Exception:
-                    log.exception("could not claim from the queue; retrying")
-                    document = None
-                if document is None:
-                    self._slots.release()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
-                    continue
-                self.bus.notify()  # the claim wrote a `processing` event
-                task = asyncio.create_task(
-                    self._process(document), name=f"docintel-doc-{document.id}"
-                )
-                self._running[document.id] = task
-                task.add_done_callback(functools.partial(self._forget, document.id))
+        while not self._stop.is_set():
+            await self._slots.acquire()
+            try:
+                document = await self.db.write(queue.claim_next)
+            except Exception:
+                log.exception("could not claim from the queue; retrying")
+                document = None
+            if document is None:
+                self._slots.release()
+                # Our own claim's commit set the flag. The database runs writes one
+                # at a time, so any commit after our claim wakes us after this line.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
+                continue
+            task = asyncio.create_task(self._process(document), name=f"docintel-doc-{document.id}")
+            self._running[document.id] = task
+            task.add_done_callback(functools.partial(self._forget, document.id))
 
     def _forget(self, document_id: str, _: asyncio.Task[None]) -> None:
         self._running.pop(document_id, None)

@@ -29,6 +29,7 @@ from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
 from docintel.server.routes import auth, documents, stream
+from docintel.server.schemas import EventEncoder
 from docintel.server.streamguard import StreamGuard
 
 log = logging.getLogger("docintel.server")
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.service = service
     app.state.authenticator = Authenticator(settings)
+    app.state.event_encoder = EventEncoder()
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     _add_error_handlers(app)
     app.add_middleware(StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Literal, cast
 
 from pydantic import BaseModel
 
 from docintel.core.analysis import AnalysisResult
+from docintel.core.events import Event
 from docintel.core.models import Document, StatusEvent
 
 Status = Literal["pending", "processing", "analyzing", "completed", "failed"]
@@ -112,3 +114,44 @@ class UploadError(BaseModel):
 class UploadResult(BaseModel):
     documents: list[DocumentPublic]
     errors: list[UploadError]
+
+
+class StreamEvent(BaseModel):
+    """The `data:` of a stream event (SSE and WebSocket alike)."""
+
+    document_id: str
+    status: Status
+    timestamp: str
+    filename: str
+    detail: str | None = None
+    error: str | None = None
+    analysis: AnalysisResult | None = None
+
+    @classmethod
+    def of(cls, e: Event) -> StreamEvent:
+        return cls(
+            document_id=e.document_id,
+            status=cast(Status, e.status),
+            timestamp=e.at,
+            filename=e.filename,
+            detail=e.detail or None,
+            error=e.error or None,
+            analysis=AnalysisResult.model_validate(e.analysis) if e.analysis else None,
+        )
+
+
+class EventEncoder:
+    """Encodes each event once, however many streams send it (by id, recent ones kept)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._encoded: collections.OrderedDict[int, str] = collections.OrderedDict()
+
+    def __call__(self, event: Event) -> str:
+        encoded = self._encoded.get(event.id)
+        if encoded is None:
+            encoded = StreamEvent.of(event).model_dump_json(exclude_none=True)
+            self._encoded[event.id] = encoded
+            if len(self._encoded) > self.size:
+                self._encoded.popitem(last=False)
+        return encoded

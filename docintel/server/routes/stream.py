@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from docintel.core.events import Event
 from docintel.server.auth import StreamUser
 from docintel.server.deps import ServiceDep
-from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse
+from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse, EventEncoder
 
 router = APIRouter(tags=["stream"])
 
@@ -75,13 +74,13 @@ async def followed_events(
     },
 )
 async def stream(
+    request: Request,
     events: Annotated[AsyncGenerator[Event, None], Depends(followed_events)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Status events of your documents: replay after Last-Event-ID, then live."""
+    encode: EventEncoder = request.app.state.event_encoder
     async for event in events:
-        yield ServerSentEvent(
-            id=str(event.id), event="status", raw_data=json.dumps(event.as_payload())
-        )
+        yield ServerSentEvent(id=str(event.id), event="status", raw_data=encode(event))
 
 
 MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER
