@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.markup import escape as escape  # re-exported: commands escape user data
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from docintel.cli.client import Event
-from docintel.core.models import IN_FLIGHT, PENDING, TERMINAL
+from docintel.core.models import FAILED, IN_FLIGHT, PENDING, TERMINAL
 
 STATUS_STYLE = {
     "pending": "yellow",
@@ -246,10 +247,17 @@ class Row:
 
 
 class Board:
-    """The state of `watch`: one row per document, fed by events; renders as a table."""
+    """The state of `watch`: one row per document, fed by events; renders to fit the terminal.
+
+    Rich crops a live display taller than the terminal (the end gives way to
+    `...`), so the board picks its rows for the height it is given: documents
+    not yet finished always (processing and analysing ones first), then the
+    newest finished ones; the rest fold into one summary line. Rows read
+    newest first; a failed row has a second line saying why.
+    """
 
     def __init__(self, title: str | None = None) -> None:
-        self.rows: dict[str, Row] = {}
+        self.rows: dict[str, Row] = {}  # in the order first seen: oldest first
         self.title = title
         self.connection_note: str | None = None
 
@@ -292,28 +300,122 @@ class Board:
             return Text(duration(seconds), style="bold" if running and not row.terminal else "")
         return Text("—" if row.terminal else "", style="dim")
 
-    def __rich__(self) -> Table:
-        now = datetime.now(UTC)
+    @staticmethod
+    def _lines_for(row: Row) -> int:
+        return 2 if row.status == FAILED else 1
+
+    def pick(self, budget: int) -> tuple[list[Row], Counter[str]]:
+        """The rows that fit in `budget` lines (newest first), and the folded ones by status."""
+        newest = list(reversed(self.rows.values()))
+        order = (
+            [r for r in newest if r.status in IN_FLIGHT]
+            + [r for r in newest if not r.terminal and r.status not in IN_FLIGHT]
+            + [r for r in newest if r.terminal]
+        )
+        shown: set[str] = set()
+        folded: Counter[str] = Counter()
+        finished_full = False  # finished rows shown are the newest ones, without gaps
+        for row in order:
+            lines = self._lines_for(row)
+            if lines <= budget and not (row.terminal and finished_full):
+                shown.add(row.document_id)
+                budget -= lines
+            else:
+                folded[row.status] += 1
+                finished_full = finished_full or row.terminal
+        return [r for r in newest if r.document_id in shown], folded
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        height = options.height or options.max_height
         caption = self.connection_note or ("waiting for events…" if not self.rows else None)
-        table = Table(title=self.title, caption=caption, header_style="bold")
-        table.add_column("ID", no_wrap=True, min_width=8)
-        # The one column that gives way on a narrow terminal (Rich only shrinks wrappable ones).
-        table.add_column("FILE", overflow="ellipsis", min_width=10, max_width=36)
-        table.add_column("STATUS", no_wrap=True, min_width=10)
-        table.add_column("QUEUED", justify="right", no_wrap=True, min_width=6)
-        table.add_column("EXTRACT", justify="right", no_wrap=True, min_width=6)
-        table.add_column("ANALYSE", justify="right", no_wrap=True, min_width=6)
-        table.add_column("UPDATED", no_wrap=True, min_width=8)
-        for row in list(self.rows.values()):
-            updated = row.updated.astimezone().strftime("%H:%M:%S") if row.updated else ""
-            table.add_row(
-                Text(row.document_id[:8]),
-                Text(row.filename, no_wrap=True, overflow="ellipsis"),
-                status_text(row.status),
-                *(self.stage_time(row, stage, now) for stage in STAGES),
-                Text(updated),
-            )
-        return table
+        columns = _board_columns(width)
+        chrome = 2 + (self.title is not None) + (caption is not None)  # header and rule
+        rows, folded = self.pick(max(0, height - chrome))
+        if folded:  # the summary line takes a row's place
+            rows, folded = self.pick(max(0, height - chrome - 1))
+
+        def fit(text: Text) -> Text:
+            text.no_wrap = True
+            text.truncate(width, overflow="ellipsis")
+            return text
+
+        if self.title is not None:
+            yield fit(Text(self.title, style="bold"))
+        yield fit(_board_line(columns, [Text(c.name, style="bold") for c in columns]))
+        yield fit(Text("─" * min(width, sum(c.width + c.gap for c in columns))))
+        now = datetime.now(UTC)
+        for row in rows:
+            cells = {
+                "ID": Text(row.document_id[:8]),
+                "FILE": Text(row.filename),
+                "STATUS": status_text(row.status),
+                "UPDATED": Text(
+                    row.updated.astimezone().strftime("%H:%M:%S") if row.updated else ""
+                ),
+                **{
+                    name: self.stage_time(row, stage, now)
+                    for name, stage in zip(STAGE_COLUMNS, STAGES, strict=True)
+                },
+            }
+            yield fit(_board_line(columns, [cells[c.name] for c in columns]))
+            if row.status == FAILED:
+                reason = " ".join((row.error or "no reason given").split())
+                indent = " " * (columns[0].width + columns[1].gap)
+                yield fit(Text.assemble(indent, ("↳ " + reason, STATUS_STYLE[FAILED])))
+        if folded:
+            counts = [f"{folded[s]} {s}" for s in STATUS_STYLE if folded[s]]
+            yield fit(Text("+" + ", ".join(counts), style="dim"))
+        if caption is not None:
+            yield fit(Text(caption, style="dim"))
+
+
+STAGE_COLUMNS = ("QUEUED", "EXTRACT", "ANALYSE")
+
+
+class _Column(NamedTuple):
+    name: str
+    width: int
+    right: bool = False  # justified right (times)
+    gap: int = 2  # spaces before it
+
+
+# Times are at most 6 cells ("1m05s", "183ms") under 7-cell headings: one space between them
+# is enough, and leaves FILE 23 cells at 80 columns.
+_BOARD = (
+    _Column("ID", 8, gap=0),
+    _Column("FILE", 0),
+    _Column("STATUS", 10),
+    _Column("QUEUED", 7, right=True),
+    _Column("EXTRACT", 7, right=True, gap=1),
+    _Column("ANALYSE", 7, right=True, gap=1),
+    _Column("UPDATED", 8),
+)
+
+
+def _board_columns(width: int) -> list[_Column]:
+    """The board's columns for a terminal `width` cells wide.
+
+    FILE takes what the others leave, between 10 and 40 cells; below about 70
+    columns UPDATED goes, so that names stay readable.
+    """
+    columns = list(_BOARD)
+    if width - sum(c.width + c.gap for c in columns) < 12:
+        columns.pop()
+    rest = width - sum(c.width + c.gap for c in columns)
+    return [c._replace(width=min(40, max(10, rest))) if c.name == "FILE" else c for c in columns]
+
+
+def _board_line(columns: list[_Column], cells: list[Text]) -> Text:
+    line = Text()
+    for column, cell in zip(columns, cells, strict=True):
+        cell = cell.copy()
+        cell.truncate(column.width, overflow="ellipsis")
+        cell.align("right" if column.right else "left", column.width)
+        line.append(" " * column.gap)
+        line.append_text(cell)
+    line.rstrip()
+    return line
 
 
 def outcome_line(row: Row) -> Text:
