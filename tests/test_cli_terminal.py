@@ -1,8 +1,8 @@
-"""What the CLI draws on a terminal: the `watch` board's fit.
+"""What the CLI draws on a terminal: the `watch` board's fit, the upload progress bar.
 
-The board is rendered by a Rich console of a given size; `watch` runs on a
-pseudo-terminal of a given size, and what it wrote is replayed in `Screen`, a
-tiny terminal emulator, to see what a user would have seen.
+The board is rendered by a Rich console of a given size; `watch` and `upload`
+run on a pseudo-terminal of a given size, and what they wrote is replayed in
+`Screen`, a tiny terminal emulator, to see what a user would have seen.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from rich.console import Console
 
 from docintel.cli.client import Event
 from docintel.cli.render import Board
+from tests import pdfgen
 from tests.conftest import PDFS, ServerProcess, openai_env, upload, wait_status, wait_terminal
 from tests.fake_openai import FakeOpenAI
 
@@ -361,3 +362,46 @@ def test_watch_on_a_small_terminal_fits_and_shows_the_documents_in_flight(
     completed = sum(" completed " in line for line in final)
     folded = re.fullmatch(r"\+(\d+) completed", final[-1])
     assert folded and completed + int(folded.group(1)) == 20, final
+
+
+def _big_pdf(path: Path, megabytes: int = 9) -> Path:
+    """A valid PDF of `megabytes` MB: a page of text, and random bytes in an unused stream."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        pdfgen.HELVETICA,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>",
+        pdfgen.stream(pdfgen.text_content("A large report. Please review the budget.")),
+        pdfgen.stream(os.urandom(megabytes * 1024 * 1024)),
+    ]
+    path.write_bytes(pdfgen.build(objects))
+    return path
+
+
+def test_upload_progress_follows_the_bytes_and_each_line_stands_alone(
+    offline_server: ServerProcess, tmp_path: Path
+) -> None:
+    rows, cols = 24, 80
+    files = [_big_pdf(tmp_path / "big-1.pdf"), _big_pdf(tmp_path / "big-2.pdf")]
+    run = PtyRun(["upload", *map(str, files)], terminal_env(offline_server), rows, cols)
+    try:
+        assert run.finish() == 0, run.output
+    finally:
+        run.kill()
+    output = plain(run.output)
+
+    # Before each file's line, its bar counted up through the bytes sent.
+    before = output.split("accepted  big-1.pdf")[0]
+    counts = [float(x) for x, _ in re.findall(r"(\d+\.\d)/(\d+\.\d) MB", before)]
+    assert counts == sorted(counts), counts
+    total = float(re.findall(r"/(\d+\.\d) MB", before)[0])
+    assert len({c for c in counts if 0 < c < total}) >= 3, counts  # it moved, in steps
+    between = output.split("accepted  big-1.pdf")[1].split("accepted  big-2.pdf")[0]
+    assert "big-2.pdf" in between and re.search(r"[1-9]\.\d/", between), between
+
+    # On screen: two lines, each on its own, and no bar left behind.
+    text = Screen(rows, cols).feed(run.output).text
+    assert len(text) == 2, text
+    for line, path in zip(text, files, strict=True):
+        assert re.fullmatch(rf"accepted  {path.name}  [0-9a-f]{{32}}", line), text

@@ -84,30 +84,21 @@ def upload(
     accepted: list[dict[str, Any]] = []
     interactive = render.out().is_terminal and render.err().is_terminal
     with client() as api:
-        progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=render.err(),
-            transient=True,
-            disable=json_ or not interactive,
-        )
         pacing = _Pacing(max_wait)
-        with progress:
-            for path in paths:
-                result = _send(api, path, progress, pacing)
-                for doc in result["documents"]:
-                    accepted.append(doc)
-                    if json_:
-                        render.json_line({"event": "uploaded", "path": str(path), **doc})
-                    else:
-                        render.line(
-                            f"[green]accepted[/]  {render.escape(doc['filename'])}  {doc['id']}"
-                        )
-                for rejection in result["errors"]:
-                    ok = False
-                    _show_rejected(str(path), rejection, json_)
+        for path in paths:
+            # The file's bar is gone before its line is printed (see _Bar).
+            result = _send(api, path, pacing, bars=not json_ and interactive)
+            for doc in result["documents"]:
+                accepted.append(doc)
+                if json_:
+                    render.json_line({"event": "uploaded", "path": str(path), **doc})
+                else:
+                    render.line(
+                        f"[green]accepted[/]  {render.escape(doc['filename'])}  {doc['id']}"
+                    )
+            for rejection in result["errors"]:
+                ok = False
+                _show_rejected(str(path), rejection, json_)
         if wait and accepted:
             board = render.Board()
             for doc in accepted:
@@ -145,7 +136,57 @@ class _Pacing:
         return seconds
 
 
-def _send(api: Client, path: Path, progress: Progress, pacing: _Pacing) -> dict[str, Any]:
+class _Bar:
+    """One file's progress bar on stderr while its bytes go out; erased when it is done.
+
+    One bar per file, stopped before the file's line is printed: a live display
+    stays clean only of output that goes through its own console, and the
+    file's line goes to stdout through another (Rich writes a console made on
+    its stdout proxy straight to the real stdout, so the line landed after the
+    bar, on the bar's row, and the bar was never erased). The bar is redrawn as
+    the percentage sent changes, not only on Rich's 10 Hz timer: on a fast link
+    the whole file goes out between two ticks and the only frame drawn said 0.
+    """
+
+    def __init__(self, name: str, total: int, *, shown: bool) -> None:
+        self.total = total
+        self._percent = -1
+        self._progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=render.err(),
+            transient=True,
+            disable=not shown,
+            # Notes (rate limits) go through render.err(), the bar's own console.
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._task = self._progress.add_task(name, total=total)
+
+    def __enter__(self) -> _Bar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def restart(self) -> None:
+        """From zero again (the file is sent again after a rate limit)."""
+        self._progress.reset(self._task, total=self.total)
+        self._percent = -1
+
+    def advance(self, sent: int) -> None:
+        self._progress.advance(self._task, sent)
+        done = self._progress.tasks[0].completed
+        percent = int(done * 100 // self.total) if self.total else 100
+        if percent != self._percent:
+            self._percent = percent
+            self._progress.refresh()
+
+
+def _send(api: Client, path: Path, pacing: _Pacing, *, bars: bool) -> dict[str, Any]:
     """Upload one file, waiting out the server's rate limit within bounds.
 
     Always returns an upload result (`{"documents", "errors"}`): a file the
@@ -155,24 +196,22 @@ def _send(api: Client, path: Path, progress: Progress, pacing: _Pacing) -> dict[
         size = path.stat().st_size
     except OSError as exc:  # unreadable here: the server never saw it
         return _rejection(path, "unreadable_file", exc.strerror or str(exc))
-    task = progress.add_task(path.name, total=size)
     retries = 0
     try:
-        while True:
-            progress.reset(task, total=size)
-            try:
-                return api.upload(path, lambda n: progress.advance(task, n))
-            except RateLimited as exc:
-                seconds = pacing.delay(exc, retries)
-                if seconds is None:
-                    return _rejection(path, exc.code, exc.message)
-                render.note(f"docintel: rate-limited by the server; retrying in {seconds} s")
-                sleep(seconds)
-                retries += 1
+        with _Bar(path.name, size, shown=bars) as bar:
+            while True:
+                bar.restart()
+                try:
+                    return api.upload(path, bar.advance)
+                except RateLimited as exc:
+                    seconds = pacing.delay(exc, retries)
+                    if seconds is None:
+                        return _rejection(path, exc.code, exc.message)
+                    render.note(f"docintel: rate-limited by the server; retrying in {seconds} s")
+                    sleep(seconds)
+                    retries += 1
     except OSError as exc:
         return _rejection(path, "unreadable_file", exc.strerror or str(exc))
-    finally:
-        progress.remove_task(task)
 
 
 def _rejection(path: Path, code: str, message: str) -> dict[str, Any]:
