@@ -250,10 +250,11 @@ class Board:
     """The state of `watch`: one row per document, fed by events; renders to fit the terminal.
 
     Rich crops a live display taller than the terminal (the end gives way to
-    `...`), so the board picks its rows for the height it is given: documents
-    not yet finished always (processing and analysing ones first), then the
-    newest finished ones; the rest fold into one summary line. Rows read
-    newest first; a failed row has a second line saying why.
+    `...`), so the board picks its rows for the height it is given: first the
+    documents not yet finished (processing and analysing ones, then queued
+    ones), then the newest finished ones; what does not fit folds into one
+    summary line. Rows read newest first; a failed row has a second line
+    saying why.
     """
 
     def __init__(self, title: str | None = None) -> None:
