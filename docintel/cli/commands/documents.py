@@ -8,7 +8,7 @@ import typer
 
 from docintel.cli import render
 from docintel.cli.client import NotFound
-from docintel.cli.commands._common import JsonOption, client, fail, handles_errors
+from docintel.cli.commands._common import JsonOption, UrlOption, client, fail, handles_errors
 from docintel.core.models import STATUSES
 
 
@@ -37,13 +37,14 @@ StatusOption = Annotated[
 def list_(
     status: StatusOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="At most N.")] = 50,
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """List your documents, newest first.
 
     Example: docintel list --status failed --limit 10
     """
-    with client() as api:
+    with client(url) as api:
         page = api.list(status or [], limit)
     if json_:
         render.json_doc(page)
@@ -67,13 +68,14 @@ def list_(
 @handles_errors
 def show(
     document_id: Annotated[str, typer.Argument(metavar="ID", help="A document id.")],
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """A document: its status timeline and its analysis.
 
     Example: docintel show 3f2b9c1e-…
     """
-    with client() as api:
+    with client(url) as api:
         doc = api.get(document_id)
     if json_:
         render.json_doc(doc)
@@ -84,13 +86,14 @@ def show(
 @handles_errors
 def status(
     document_id: Annotated[str, typer.Argument(metavar="ID", help="A document id.")],
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """A document's current status (exit 1 if it failed).
 
     Example: docintel status 3f2b9c1e-… && echo done-or-running
     """
-    with client() as api:
+    with client(url) as api:
         state = api.status(document_id)
     if json_:
         render.json_line(state)
@@ -110,6 +113,7 @@ def status(
 def delete(
     document_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Document ids.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Delete documents, their files and their history (in any status).
@@ -125,7 +129,7 @@ def delete(
         if not confirmed:
             raise fail("nothing deleted (add --yes to skip the question)", 1)
     missing = 0
-    with client() as api:
+    with client(url) as api:
         for doc_id in document_ids:
             try:
                 api.delete(doc_id)
