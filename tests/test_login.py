@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -141,6 +142,8 @@ def test_logins_to_two_servers_are_kept_apart(
     assert gone.stderr == (
         f"docintel: not logged in to {two.url} — run `docintel login --url {two.url}`\n"
     )
+    assert cli("logout", "--all").exit_code == 0
+    assert cli("list", "--url", one.url).exit_code == 3
 
 
 def test_a_server_with_no_login_never_receives_the_token(
@@ -213,6 +216,26 @@ def test_a_login_file_of_the_one_slot_kind_still_works(offline_server: ServerPro
     with Recorder() as stranger:
         assert cli("list", "--url", stranger.url).exit_code == 3
         assert stranger.requests == []
+
+
+def test_a_command_late_in_a_tokens_life_refreshes_and_stores_it(
+    offline_server: ServerProcess,
+) -> None:
+    login(offline_server.url)
+    path = Path(os.environ["DOCINTEL_CONFIG_DIR"]) / "login.json"
+    logins = stored()
+    entry = logins["logins"][offline_server.url]
+    # As if logged in 50 minutes ago: the token (really valid for an hour) has
+    # ten minutes left, so the next command trades it for a fresh one.
+    entry["issued_at"], entry["expires_at"] = time.time() - 3000, time.time() + 600
+    path.write_text(json.dumps(logins))
+    assert cli("list").exit_code == 0
+    fresh = stored()["logins"][offline_server.url]
+    assert fresh["expires_at"] > time.time() + 3000  # a full lifetime again
+    # (within the same second the server may issue the very same token)
+    assert jwt.decode(fresh["token"], options={"verify_signature": False})["sub"] == "alice"
+    assert stored()["default"] == offline_server.url
+    assert cli("list").exit_code == 0  # with the stored fresh token
 
 
 # --- not a docintel server ----------------------------------------------------------

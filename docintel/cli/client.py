@@ -269,11 +269,11 @@ class Client:
             return Unreachable(
                 f"the server at {self.url} answered {status} — is docintel running behind it?"
             )
-        what = f"it answered {status}"
+        what = f"it answered {_printable(status)}"
         if response.is_redirect and response.headers.get("location"):
-            what += f", redirecting to {response.headers['location']}"
+            what += f", redirecting to {_printable(response.headers['location'])}"
         elif content_type := response.headers.get("content-type", "").split(";")[0]:
-            what += f" with {content_type}"
+            what += f" with {_printable(content_type)}"
         return NotDocintel(f"the server at {self.url} is not a docintel server ({what})")
 
     def _json(self, response: httpx.Response, *keys: str) -> dict[str, Any]:
@@ -286,7 +286,7 @@ class Client:
             content_type = response.headers.get("content-type", "").split(";")[0] or "no type"
             raise NotDocintel(
                 f"the server at {self.url} is not a docintel server (it answered "
-                f"{response.request.url.path} with {content_type}, not docintel's JSON)"
+                f"{response.request.url.path} with {_printable(content_type)}, not docintel's JSON)"
             )
         return body
 
@@ -537,7 +537,7 @@ class Client:
         content_type = response.headers.get("content-type", "").split(";")[0] or "no type"
         return NotDocintel(
             f"the server at {self.url} is not a docintel server (it answered "
-            f"{response.request.url.path} with {content_type}, not an event stream)"
+            f"{response.request.url.path} with {_printable(content_type)}, not an event stream)"
         )
 
     def _gone(self, ids: Sequence[str]) -> builtins.list[str]:  # `list` is a method here
@@ -568,6 +568,11 @@ class _CountingFile:
 
     def tell(self) -> int:
         return self._f.tell()
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """A header of a server we do not know, safe to print on a terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _envelope(response: httpx.Response) -> tuple[str, str] | None:
