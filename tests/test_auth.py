@@ -184,3 +184,37 @@ def test_odd_last_event_ids_are_a_400(server: ServerProcess, value: str) -> None
     )
     assert by_query.status_code == 400
     assert by_query.json()["detail"]["code"] == "invalid_last_event_id"
+
+
+# --- POST /auth/refresh ---------------------------------------------------------
+
+
+def test_refresh_gives_a_fresh_token_of_a_full_lifetime(server: ServerProcess) -> None:
+    old = token({"sub": "alice", "iat": NOW - 3000, "exp": NOW + 600})  # 10 minutes left
+    response = httpx.post(server.url + "/auth/refresh", headers={"Authorization": f"Bearer {old}"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 3600
+    claims = jwt.decode(body["access_token"], SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] > NOW + 600
+    fresh = {"Authorization": f"Bearer {body['access_token']}"}
+    assert httpx.get(server.url + "/documents", headers=fresh).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["missing", *BAD_TOKENS])
+def test_refresh_refuses_missing_expired_and_invalid_tokens(
+    server: ServerProcess, name: str
+) -> None:
+    headers = {} if name == "missing" else {"Authorization": f"Bearer {BAD_TOKENS[name]}"}
+    response = httpx.post(server.url + "/auth/refresh", headers=headers)
+    assert response.status_code == 401, (name, response.text)
+    assert response.json()["detail"]["code"] in (
+        "not_authenticated",
+        "invalid_token",
+        "token_expired",
+    )
+    # Only a header will do: a token in the query string is not taken here.
+    if name == "missing":
+        query = httpx.post(server.url + "/auth/refresh", params={"access_token": server.login()})
+        assert query.status_code == 401

@@ -89,9 +89,9 @@ def test_login_prompts_and_writes_a_0600_file(offline_server: ServerProcess) -> 
     path = config_dir() / "login.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     stored = json.loads(path.read_text())
-    assert stored["url"] == offline_server.url
-    assert stored["username"] == "alice"
-    assert stored["expires_at"] > time.time() + 3000
+    assert stored["default"] == offline_server.url
+    assert stored["logins"][offline_server.url]["username"] == "alice"
+    assert stored["logins"][offline_server.url]["expires_at"] > time.time() + 3000
     # The stored URL and token are used from now on, with no DOCINTEL_URL.
     listed = cli("list", "--json")
     assert listed.exit_code == 0, listed.output
@@ -116,15 +116,18 @@ def test_not_logged_in_is_a_one_line_hint(offline_server: ServerProcess) -> None
 def test_expired_or_bad_token_exits_3(server: ServerProcess) -> None:
     path = config_dir() / "login.json"
     stored = json.loads(path.read_text())
-    path.write_text(json.dumps({**stored, "expires_at": time.time() - 10}))
+    stored["logins"][server.url]["expires_at"] = time.time() - 10
+    path.write_text(json.dumps(stored))
     result = cli("list")
     assert result.exit_code == 3
-    assert "expired" in result.stderr and "docintel login" in result.stderr
+    assert "expired" in result.stderr
+    assert f"docintel login --url {server.url}" in result.stderr
     # DOCINTEL_TOKEN overrides the stored one; the server rejects a bad one.
     result = cli("list", DOCINTEL_TOKEN="not-a-token")
     assert result.exit_code == 3
     assert result.stderr.strip() == (
-        "docintel: not logged in or token expired — run `docintel login`"
+        f"docintel: the server at {server.url} refused the token in DOCINTEL_TOKEN "
+        "(The token is not valid; log in again.)"
     )
 
 
@@ -133,13 +136,14 @@ def test_unreachable_server_and_bad_url_exit_3(server: ServerProcess) -> None:
 
     dead = f"http://127.0.0.1:{free_port()}"
     for args in (["list"], ["status", "x"], ["upload", str(GOOD)], ["watch", "--json"]):
-        result = cli(*args, DOCINTEL_URL=dead)
+        # No login is stored for `dead`: only an explicit token is sent there.
+        result = cli(*args, DOCINTEL_URL=dead, DOCINTEL_TOKEN="a-token")
         assert result.exit_code == 3, (args, result.output)
         assert result.stderr == (
             f"docintel: cannot reach the server at {dead} — is `docintel serve` running?\n"
         )
         assert result.stdout == ""
-    for bad in ("localhost:8000", "ftp://example.com", "http://"):
+    for bad in ("ftp://example.com", "http://", "http://user:pw@example.com", "http://[::1"):
         result = cli("list", DOCINTEL_URL=bad)
         assert result.exit_code == 3, (bad, result.output)
         assert "invalid server URL" in result.stderr

@@ -1,15 +1,16 @@
-"""The HTTP client of a docintel server (httpx + httpx-sse) and the stored login.
+"""The HTTP client of a docintel server (httpx + httpx-sse).
 
 Everything that can go wrong talking to the server becomes a `ClientError`
 with the exit status the spec gives it; the commands turn that into one line
-on stderr. No Typer or Rich here.
+on stderr. An answer without docintel's error envelope or JSON is said to come
+from something that is not a docintel server. The stored logins (one per
+server) are in `logins.py`. No Typer or Rich here.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,13 +22,14 @@ from typing import IO, Any
 
 import httpx
 from httpx_sse import connect_sse
-from platformdirs import user_config_path
 
+from docintel.cli.logins import DEFAULT_URL, InvalidServerURL, Login, normalise_url, save_login
 from docintel.core.errors import DocintelError
 from docintel.core.models import TERMINAL
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-LOGIN_FILE = "login.json"
+#: The server writes a token's times in whole seconds (JWT `iat`/`exp`), so a
+#: token may expire up to this long before "when we asked + expires_in".
+WHOLE_SECONDS = 1.0
 
 # Exit statuses of the spec.
 EXIT_FAILED = 1
@@ -53,6 +55,13 @@ class NotAuthenticated(ClientError):
     """Not logged in or token expired — run `docintel login`."""
 
     code = "not_authenticated"
+    exit_code = EXIT_SERVER
+
+
+class NotDocintel(ClientError):
+    """The server is not a docintel server."""
+
+    code = "not_docintel"
     exit_code = EXIT_SERVER
 
 
@@ -82,84 +91,18 @@ def unreachable(url: str) -> Unreachable:
     return Unreachable(f"cannot reach the server at {url} — is `docintel serve` running?")
 
 
-# --- the stored login -------------------------------------------------------
-
-
-@dataclass
-class Login:
-    url: str = DEFAULT_URL
-    token: str | None = None
-    username: str | None = None
-    expires_at: float | None = None  # epoch seconds; unknown for DOCINTEL_TOKEN
-
-    @property
-    def expired(self) -> bool:
-        return self.expires_at is not None and self.expires_at <= time.time()
-
-
-def cli_config_dir() -> Path:
-    """Where the CLI keeps its login; DOCINTEL_CONFIG_DIR moves it (tests do)."""
-    override = os.environ.get("DOCINTEL_CONFIG_DIR")
-    return Path(override) if override else user_config_path("docintel")
-
-
-def login_path() -> Path:
-    return cli_config_dir() / LOGIN_FILE
-
-
-def load_login() -> Login:
-    """The stored login, with DOCINTEL_URL and DOCINTEL_TOKEN taking precedence."""
-    stored = Login()
-    try:
-        raw = json.loads(login_path().read_text())
-        stored = Login(
-            url=str(raw.get("url") or DEFAULT_URL),
-            token=raw.get("token"),
-            username=raw.get("username"),
-            expires_at=raw.get("expires_at"),
-        )
-    except (OSError, ValueError, AttributeError):
-        pass  # no login yet, or an unreadable file: as if logged out
-    env_url = os.environ.get("DOCINTEL_URL")
-    env_token = os.environ.get("DOCINTEL_TOKEN")
-    if env_url:
-        stored.url = env_url
-    if env_token:
-        stored.token, stored.username, stored.expires_at = env_token, None, None
-    return stored
-
-
-def save_login(login: Login) -> Path:
-    """Write the login file with mode 0600 from the start (never world-readable)."""
-    path = login_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(
-            {
-                "url": login.url,
-                "token": login.token,
-                "username": login.username,
-                "expires_at": login.expires_at,
-            },
-            f,
-            indent=2,
-        )
-    os.chmod(tmp, 0o600)  # in case the file existed with other bits
-    os.replace(tmp, path)
-    return path
-
-
 def check_url(url: str) -> str:
-    """A usable base URL, or Unreachable with a one-line reason."""
+    """The normalised base URL (see `logins.normalise_url`), or Unreachable with a reason."""
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise Unreachable(f"invalid server URL {url!r} — expected e.g. {DEFAULT_URL}")
-    return url.rstrip("/")
+        return normalise_url(url)
+    except InvalidServerURL:
+        raise Unreachable(
+            f"invalid server URL {url!r} — expected e.g. {DEFAULT_URL} or localhost:8000"
+        ) from None
+
+
+def login_hint(url: str) -> str:
+    return f"run `docintel login --url {url}`"
 
 
 # --- events -----------------------------------------------------------------
@@ -214,7 +157,12 @@ def deleted_event(document_id: str, filename: str | None = None) -> Event:
 
 @dataclass
 class Client:
-    """One server, one token. Use as a context manager."""
+    """One server, and only the token that server issued. Use as a context manager.
+
+    A token that is in the second half of its lifetime is exchanged for a fresh
+    one (`POST /auth/refresh`) before the next request, and before and while
+    following the event stream; `on_token` stores it (stored logins only).
+    """
 
     url: str
     token: str | None = None
@@ -222,10 +170,21 @@ class Client:
     #: how long the stream keeps retrying a lost connection before giving up
     reconnect_for: float = 60.0
     on_reconnect: Callable[[str], None] | None = None
+    #: when the token was issued and expires (epoch seconds, our clock); None: unknown
+    issued_at: float | None = None
+    expires_at: float | None = None
+    #: called with the login a refresh produced, to keep it
+    on_token: Callable[[Login], object] | None = None
+    #: where the token came from, for messages: a stored login or DOCINTEL_TOKEN
+    token_source: str = "login"
+    username: str | None = None
     _http: httpx.Client = field(init=False, repr=False)
+    _can_refresh: bool = field(init=False, default=True, repr=False)
 
     def __post_init__(self) -> None:
         self.url = check_url(self.url)
+        # Redirects are not followed (httpx's default, kept on purpose): a
+        # token must not follow a redirect to another server.
         self._http = httpx.Client(base_url=self.url, timeout=self.timeout)
 
     def __enter__(self) -> Client:
@@ -237,11 +196,23 @@ class Client:
     @classmethod
     def from_login(cls, login: Login, *, need_token: bool = True) -> Client:
         if need_token and not login.token:
-            raise NotAuthenticated("not logged in — run `docintel login`")
+            raise NotAuthenticated(f"not logged in to {login.url} — {login_hint(login.url)}")
         if need_token and login.expired:
             when = datetime.fromtimestamp(login.expires_at or 0).strftime("%Y-%m-%d %H:%M")
-            raise NotAuthenticated(f"your login expired at {when} — run `docintel login`")
-        return cls(login.url, login.token)
+            raise NotAuthenticated(
+                f"your login to {login.url} expired at {when} — {login_hint(login.url)}"
+            )
+        made = cls(
+            login.url,
+            login.token,
+            issued_at=login.issued_at,
+            expires_at=login.expires_at,
+            token_source="DOCINTEL_TOKEN" if login.explicit else "login",
+            username=login.username,
+        )
+        if login.token and not login.explicit:
+            made.on_token = lambda fresh: save_login(fresh, make_default=False)
+        return made
 
     # -- plumbing --
 
@@ -259,6 +230,7 @@ class Client:
             raise unreachable(self.url) from None
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self._refresh_if_due()
         with self._transport():
             response = self._http.request(method, path, headers=self._auth, **kwargs)
         self._raise_for(response)
@@ -267,29 +239,131 @@ class Client:
     def _raise_for(self, response: httpx.Response, *, ok: Sequence[int] = ()) -> None:
         if response.is_success or response.status_code in ok:
             return
-        code, message = _error_of(response)
+        envelope = _envelope(response)
+        if envelope is None:  # every docintel error carries one
+            raise self._foreign(response)
+        code, message = envelope
         if response.status_code == 401:
             if code == "invalid_credentials":
                 raise NotAuthenticated("wrong username or password")
-            raise NotAuthenticated("not logged in or token expired — run `docintel login`")
-        if response.status_code == 404:
-            raise NotFound(404, code or "not_found", message or "no such document")
-        if response.status_code == 429:
-            raise RateLimited(
-                code or "rate_limited", message or "too many requests", _retry_after(response)
+            if self.token_source != "login":
+                raise NotAuthenticated(
+                    f"the server at {self.url} refused the token in {self.token_source} ({message})"
+                )
+            if code == "token_expired":
+                raise NotAuthenticated(f"your login to {self.url} expired — {login_hint(self.url)}")
+            raise NotAuthenticated(
+                f"not logged in to {self.url} or the token is no longer valid — "
+                f"{login_hint(self.url)}"
             )
-        raise ApiError(
-            response.status_code, code or "http_error", message or response.reason_phrase
-        )
+        if response.status_code == 404:
+            raise NotFound(404, code, message)
+        if response.status_code == 429:
+            raise RateLimited(code, message, _retry_after(response))
+        raise ApiError(response.status_code, code, message)
+
+    def _foreign(self, response: httpx.Response) -> ClientError:
+        """What to say about an answer that did not come from docintel."""
+        status = f"{response.status_code} {response.reason_phrase}".strip()
+        if response.status_code in (502, 503, 504):  # a proxy whose docintel is down
+            return Unreachable(
+                f"the server at {self.url} answered {status} — is docintel running behind it?"
+            )
+        what = f"it answered {_printable(status)}"
+        if response.is_redirect and response.headers.get("location"):
+            what += f", redirecting to {_printable(response.headers['location'])}"
+        elif content_type := response.headers.get("content-type", "").split(";")[0]:
+            what += f" with {_printable(content_type)}"
+        return NotDocintel(f"the server at {self.url} is not a docintel server ({what})")
+
+    def _json(self, response: httpx.Response, *keys: str) -> dict[str, Any]:
+        """The JSON object of a successful answer, which must have `keys`."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not all(k in body for k in keys):
+            content_type = response.headers.get("content-type", "").split(";")[0] or "no type"
+            raise NotDocintel(
+                f"the server at {self.url} is not a docintel server (it answered "
+                f"{response.request.url.path} with {_printable(content_type)}, not docintel's JSON)"
+            )
+        return body
+
+    # -- the token --
+
+    def _refresh_if_due(self, *, learn: bool = False) -> None:
+        """Refresh a token in the second half of its lifetime; with `learn`, also
+        one whose lifetime is unknown (DOCINTEL_TOKEN), to learn it."""
+        if not self.token or not self._can_refresh:
+            return
+        if self.issued_at is None or self.expires_at is None:
+            if learn:
+                self.refresh()
+            return
+        lifetime = self.expires_at - self.issued_at
+        if time.time() >= self.expires_at - lifetime / 2:
+            self.refresh()
+
+    def _check_every(self) -> float | None:
+        """How often a quiet stream must look at the token (None: no need).
+
+        A quarter of its lifetime: the token falls due with half of it left,
+        so it is refreshed with at least a quarter left, events or not.
+        """
+        if not self.token or not self._can_refresh or self.expires_at is None:
+            return None
+        if self.issued_at is None:
+            return None
+        return max(0.5, (self.expires_at - self.issued_at) / 4)
+
+    def refresh(self) -> None:
+        """Exchange the (still valid) token for a fresh one, and keep it.
+
+        A docintel server too old to have /auth/refresh is left alone: the
+        token is then used until it expires, as before.
+        """
+        issued_at = time.time() - WHOLE_SECONDS  # see WHOLE_SECONDS
+        with self._transport():
+            response = self._http.post("/auth/refresh", headers=self._auth)
+        if response.status_code in (404, 405) and _envelope(response) is not None:
+            self._can_refresh = False
+            return
+        self._raise_for(response)
+        body = self._json(response, "access_token", "expires_in")
+        self.token = str(body["access_token"])
+        self.issued_at, self.expires_at = issued_at, issued_at + float(body["expires_in"])
+        if self.on_token:
+            self.on_token(
+                Login(
+                    url=self.url,
+                    token=self.token,
+                    username=self.username,
+                    issued_at=self.issued_at,
+                    expires_at=self.expires_at,
+                )
+            )
 
     # -- the API --
 
+    def check_server(self) -> None:
+        """Make sure a docintel server answers at the URL (before sending it a password)."""
+        with self._transport():
+            response = self._http.get("/healthz")
+        if not response.is_success:
+            raise self._foreign(response)
+        if self._json(response, "status").get("status") != "ok":
+            raise NotDocintel(f"the server at {self.url} is not a docintel server")
+
     def login(self, username: str, password: str) -> dict[str, Any]:
+        issued_at = time.time() - WHOLE_SECONDS  # see WHOLE_SECONDS
         response = self._request(
             "POST", "/auth/login", json={"username": username, "password": password}
         )
-        body: dict[str, Any] = response.json()
-        self.token = body["access_token"]
+        body = self._json(response, "access_token", "expires_in")
+        self.token = str(body["access_token"])
+        self.username = username
+        self.issued_at, self.expires_at = issued_at, issued_at + float(body["expires_in"])
         return body
 
     def list(
@@ -297,16 +371,18 @@ class Client:
     ) -> dict[str, Any]:
         params: list[tuple[str, str | int]] = [("status", s) for s in statuses]
         params += [("limit", limit), ("offset", offset)]
-        return self._request("GET", "/documents", params=params).json()  # type: ignore[no-any-return]
+        return self._json(self._request("GET", "/documents", params=params), "items")
 
     def get(self, document_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/documents/{document_id}").json()  # type: ignore[no-any-return]
+        return self._json(self._request("GET", f"/documents/{document_id}"), "id", "status")
 
     def status(self, document_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/documents/{document_id}/status").json()  # type: ignore[no-any-return]
+        return self._json(self._request("GET", f"/documents/{document_id}/status"), "status")
 
     def delete(self, document_id: str) -> None:
-        self._request("DELETE", f"/documents/{document_id}")
+        response = self._request("DELETE", f"/documents/{document_id}")
+        if response.status_code != 204:  # docintel answers a delete with no content
+            raise self._foreign(response)
 
     def upload(
         self, path: Path, on_progress: Callable[[int], None] | None = None
@@ -317,6 +393,7 @@ class Client:
         answer about the file, not a failure of the request. A 429 raises
         `RateLimited`: the file was not looked at, and may be sent again later.
         """
+        self._refresh_if_due()
         with path.open("rb") as f:
             body = _CountingFile(f, on_progress) if on_progress else f
             with self._transport():
@@ -328,7 +405,7 @@ class Client:
                 )
         if response.status_code in (400, 413, 415, 422) and _is_upload_result(response):
             return response.json()  # type: ignore[no-any-return]
-        if response.status_code == 413:  # the whole request was too large
+        if response.status_code == 413:  # the whole request was too large (maybe a proxy's limit)
             code, message = _error_of(response)
             return {
                 "documents": [],
@@ -341,7 +418,7 @@ class Client:
                 ],
             }
         self._raise_for(response)
-        return response.json()  # type: ignore[no-any-return]
+        return self._json(response, "documents", "errors")
 
     def events(self, document_ids: Sequence[str] = (), after: int | None = None) -> Iterator[Event]:
         """Status events, reconnecting with Last-Event-ID so none is missed.
@@ -350,25 +427,37 @@ class Client:
         the reconnect then answers 404) yields one `deleted` event and is
         dropped from the stream. The iterator ends only when every document
         asked for is gone; callers stop it when they have seen enough.
+
+        The token is refreshed before it expires — as events and keep-alives
+        arrive, before each reconnect, and, when the stream is quiet, by
+        reconnecting when it falls due — so a stream can be followed for days.
         """
         ids = list(dict.fromkeys(document_ids))
         last = after
         failing_since: float | None = None
         delay = 0.2
-        timeout = httpx.Timeout(self.timeout, read=None)  # pings come every 15 s
+        connected_once = False
+        self._refresh_if_due(learn=True)
         while True:
             params: list[tuple[str, str]] = [("document_id", i) for i in ids]
-            headers = dict(self._auth)
-            if last is not None:
-                headers["Last-Event-ID"] = str(last)
+            connected = False
             try:
+                self._refresh_if_due()
+                headers = dict(self._auth)
+                if last is not None:
+                    headers["Last-Event-ID"] = str(last)
+                # Pings come every 15 s, and a token lasts an hour: the token is
+                # looked at as they arrive. With shorter lifetimes, a quiet
+                # stream is left on a read timeout to refresh it, and resumed
+                # with Last-Event-ID.
+                read = self._check_every()
                 with connect_sse(
                     self._http,
                     "GET",
                     "/documents/stream",
                     params=params,
                     headers=headers,
-                    timeout=timeout,
+                    timeout=httpx.Timeout(self.timeout, read=read),
                 ) as source:
                     response = source.response
                     if response.status_code == 404 and ids:
@@ -385,8 +474,13 @@ class Client:
                     if not response.is_success:
                         response.read()
                         self._raise_for(response)
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        response.read()
+                        raise self._foreign_stream(response)
+                    connected = connected_once = True
                     failing_since, delay = None, 0.2
                     for sse in source.iter_sse():
+                        self._refresh_quietly()
                         if not sse.data:
                             continue  # keep-alive comment, seen as an empty event
                         if sse.id:
@@ -394,16 +488,24 @@ class Client:
                         yield Event(last, json.loads(sse.data))
                 # The server ended the stream (it is shutting down): reconnect.
                 reason = "the server closed the stream"
+            except httpx.ReadTimeout:
+                if connected:  # quiet for a while: look at the token, come back
+                    continue
+                reason = "the server did not answer"
             except (
                 httpx.RemoteProtocolError,
                 httpx.ReadError,
                 httpx.ConnectError,
                 httpx.ConnectTimeout,
                 httpx.WriteError,
-            ) as exc:
-                if last is None and failing_since is None and isinstance(exc, httpx.ConnectError):
+            ):
+                if not connected_once:
                     # Never connected at all: say so at once rather than retry.
                     raise unreachable(self.url) from None
+                reason = "the connection was lost"
+            except Unreachable:  # a refresh or a proxy failed while reconnecting
+                if not connected_once:
+                    raise
                 reason = "the connection was lost"
             except httpx.TransportError:
                 raise unreachable(self.url) from None
@@ -419,6 +521,24 @@ class Client:
                 self.on_reconnect(f"{reason}; reconnecting…")
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _refresh_quietly(self) -> None:
+        """Refresh while a stream is open; a failure to reach the server is
+        retried at the next event or reconnect, a refused token is final."""
+        try:
+            self._refresh_if_due()
+        except Unreachable:
+            pass
+        except ApiError as exc:
+            if exc.status < 500:
+                raise
+
+    def _foreign_stream(self, response: httpx.Response) -> NotDocintel:
+        content_type = response.headers.get("content-type", "").split(";")[0] or "no type"
+        return NotDocintel(
+            f"the server at {self.url} is not a docintel server (it answered "
+            f"{response.request.url.path} with {_printable(content_type)}, not an event stream)"
+        )
 
     def _gone(self, ids: Sequence[str]) -> builtins.list[str]:  # `list` is a method here
         gone = []
@@ -448,6 +568,25 @@ class _CountingFile:
 
     def tell(self) -> int:
         return self._f.tell()
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """A header of a server we do not know, safe to print on a terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _envelope(response: httpx.Response) -> tuple[str, str] | None:
+    """(code, message) of docintel's error body `{"detail": {"code", "message"}}`, else None."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(detail, dict):
+        return None
+    code, message = detail.get("code"), detail.get("message")
+    if isinstance(code, str) and isinstance(message, str):
+        return code, message
+    return None
 
 
 def _error_of(response: httpx.Response) -> tuple[str | None, str | None]:

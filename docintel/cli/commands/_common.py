@@ -9,13 +9,25 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from docintel.cli import render
-from docintel.cli.client import Client, ClientError, load_login
+from docintel.cli.client import Client, ClientError, check_url
+from docintel.cli.logins import InvalidServerURL, load_login
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="DOCINTEL_URL",
+        show_envvar=False,  # named in the help text, once
+        metavar="URL",
+        help="The server [DOCINTEL_URL, else the last one you logged in to, else "
+        "http://127.0.0.1:8000]; the scheme may be left out (localhost:8000).",
+    ),
+]
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -40,9 +52,15 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def client(**kwargs: Any) -> Client:
-    """A client for the stored (or DOCINTEL_URL/DOCINTEL_TOKEN) login."""
-    made = Client.from_login(load_login())
+def client(url: str | None = None, **kwargs: Any) -> Client:
+    """A client for `url` (--url/DOCINTEL_URL, else the default server) with the
+    login stored for that very server, or DOCINTEL_TOKEN."""
+    try:
+        login = load_login(url)
+    except InvalidServerURL as exc:
+        check_url(str(exc))  # raises the one-line "invalid server URL" error
+        raise
+    made = Client.from_login(login)
     for name, value in kwargs.items():
         setattr(made, name, value)
     return made

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Annotated
 
 import typer
 
 from docintel.cli import render
-from docintel.cli.client import Client, Login, load_login, login_path, save_login
-from docintel.cli.commands._common import JsonOption, handles_errors
+from docintel.cli.client import Client, check_url
+from docintel.cli.commands._common import JsonOption, UrlOption, handles_errors
+from docintel.cli.logins import (
+    DEFAULT_URL,
+    InvalidServerURL,
+    Login,
+    forget_login,
+    read_logins,
+    save_login,
+)
 
 
 @handles_errors
 def login(
-    url: Annotated[
-        str | None, typer.Option(help="Server URL [DOCINTEL_URL, else the last one used].")
-    ] = None,
+    url: UrlOption = None,
     username: Annotated[
         str | None, typer.Option("--username", "-u", help="Prompted if missing.")
     ] = None,
@@ -26,23 +31,32 @@ def login(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Log in to a server and store the token (mode 0600) in your config folder.
+    """Log in to a server, store the token (mode 0600) for that server, and make
+    it the default one.
 
-    Example: docintel login --url http://127.0.0.1:8000 -u demo
+    Example: docintel login --url localhost:8000 -u demo
     """
-    current = load_login()
-    server = url or current.url
-    with Client(server) as api:  # checks the URL before prompting
+    logins = read_logins()
+    with Client(url or logins.default or DEFAULT_URL) as api:
+        # Checked before prompting: a password is never typed for, or sent to,
+        # something that is not a docintel server.
+        api.check_server()
+        known = logins.by_url.get(api.url)
         if username is None:
-            username = typer.prompt("Username", default=current.username or None)
+            username = typer.prompt("Username", default=(known.username if known else None))
         if password is None:
             password = typer.prompt("Password", hide_input=True)
-        body = api.login(username, password)
-        expires_at = time.time() + int(body.get("expires_in", 0))
+        api.login(username, password)
         path = save_login(
-            Login(url=api.url, token=api.token, username=username, expires_at=expires_at)
+            Login(
+                url=api.url,
+                token=api.token,
+                username=username,
+                issued_at=api.issued_at,
+                expires_at=api.expires_at,
+            )
         )
-    until = datetime.fromtimestamp(expires_at).astimezone()
+    until = datetime.fromtimestamp(api.expires_at or 0).astimezone()
     if json_:
         render.json_line(
             {
@@ -60,11 +74,21 @@ def login(
     )
 
 
-def logout() -> None:
-    """Forget the stored token.
+@handles_errors
+def logout(
+    url: UrlOption = None,
+    all_: Annotated[bool, typer.Option("--all", help="Forget the logins to every server.")] = False,
+) -> None:
+    """Forget the stored login to a server (the default one unless --url names another).
 
-    Example: docintel logout
+    Example: docintel logout --url localhost:8000
     """
-    path = login_path()
-    path.unlink(missing_ok=True)
-    render.note(f"Logged out (removed {path}).")
+    try:
+        gone = forget_login(url, everything=all_)
+    except InvalidServerURL as exc:
+        check_url(str(exc))  # raises the one-line "invalid server URL" error
+        raise
+    if not gone:
+        render.note("Not logged in there; nothing to forget.")
+    for server in gone:
+        render.note(f"Logged out of {server}.")

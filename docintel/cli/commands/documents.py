@@ -8,7 +8,7 @@ import typer
 
 from docintel.cli import render
 from docintel.cli.client import ApiError
-from docintel.cli.commands._common import JsonOption, client, fail, handles_errors
+from docintel.cli.commands._common import JsonOption, UrlOption, client, fail, handles_errors
 from docintel.core.models import STATUSES
 
 
@@ -41,13 +41,14 @@ def list_(
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=1, max=500, metavar="N", help="At most N.")
     ] = 50,
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """List your documents, newest first.
 
     Example: docintel list --status failed --limit 10
     """
-    with client() as api:
+    with client(url) as api:
         page = api.list(status or [], limit)
     if json_:
         render.json_doc(page)
@@ -71,13 +72,14 @@ def list_(
 @handles_errors
 def show(
     document_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP)],
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """A document: its status timeline and its analysis.
 
     Example: docintel show 6db7e49a
     """
-    with client() as api:
+    with client(url) as api:
         doc = api.get(document_id)
     if json_:
         render.json_doc(doc)
@@ -88,13 +90,14 @@ def show(
 @handles_errors
 def status(
     document_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP)],
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """A document's current status (exit 1 if it failed).
 
     Example: docintel status 6db7e49a && echo done-or-running
     """
-    with client() as api:
+    with client(url) as api:
         state = api.status(document_id)
     if json_:
         render.json_line(state)
@@ -116,6 +119,7 @@ def delete(
         list[str], typer.Argument(metavar="ID...", help="Document ids, or unique prefixes of them.")
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Delete documents, their files and their history (in any status).
@@ -131,7 +135,7 @@ def delete(
         if not confirmed:
             raise fail("nothing deleted (add --yes to skip the question)", 1)
     missing = 0
-    with client() as api:
+    with client(url) as api:
         for doc_id in document_ids:
             try:
                 # A prefix is resolved first, so that what was deleted is named in full.

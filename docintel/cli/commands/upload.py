@@ -19,7 +19,7 @@ from rich.progress import (
 
 from docintel.cli import render
 from docintel.cli.client import Client, RateLimited
-from docintel.cli.commands._common import JsonOption, client, handles_errors
+from docintel.cli.commands._common import JsonOption, UrlOption, client, handles_errors
 from docintel.cli.commands.watch import follow
 
 #: After a 429, each file is sent again at most this many times…
@@ -66,6 +66,7 @@ def upload(
             "before rejecting the rest (0: never wait).",
         ),
     ] = 60,
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Upload PDF and TXT files; one line per file with its id or why it was rejected.
@@ -83,7 +84,7 @@ def upload(
         raise typer.Exit(1)
     accepted: list[dict[str, Any]] = []
     interactive = render.out().is_terminal and render.err().is_terminal
-    with client() as api:
+    with client(url) as api:
         pacing = _Pacing(max_wait)
         for path in paths:
             # The file's bar is gone before its line is printed (see _Bar).

@@ -10,7 +10,7 @@ from rich.live import Live
 
 from docintel.cli import render
 from docintel.cli.client import Client, NotFound
-from docintel.cli.commands._common import JsonOption, client, handles_errors
+from docintel.cli.commands._common import JsonOption, UrlOption, client, handles_errors
 from docintel.cli.commands.documents import StatusOption
 
 SEED_ROWS = 15  # recent documents shown when `watch` starts without ids
@@ -97,6 +97,7 @@ def watch(
             help="Replay events after this event id first (0: all history).",
         ),
     ] = None,
+    url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Follow documents live: a table on a terminal, JSON lines otherwise.
@@ -110,7 +111,7 @@ def watch(
     live = not json_ and render.out().is_terminal
     as_json = not live
     board = render.Board()
-    with client() as api:
+    with client(url) as api:
         ids = full_ids(api, ids)
         if live and not ids and since is None:
             recent = api.list(status or [], SEED_ROWS)["items"]

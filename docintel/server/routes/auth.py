@@ -1,11 +1,11 @@
-"""POST /auth/login."""
+"""POST /auth/login and POST /auth/refresh."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 
-from docintel.server.auth import Authenticator
+from docintel.server.auth import Authenticator, CurrentUser
 from docintel.server.schemas import ErrorResponse, LoginRequest, Token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -36,6 +36,13 @@ async def login(request: Request) -> Token:
     address = request.client.host if request.client else "unknown"
     token = authenticator.login(credentials.username, credentials.password, address)
     return Token(access_token=token, expires_in=authenticator.ttl)
+
+
+@router.post("/refresh", response_model=Token, responses={401: {"model": ErrorResponse}})
+async def refresh(request: Request, username: CurrentUser) -> Token:
+    """Exchange a valid, unexpired bearer token for a fresh one with a full lifetime."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return Token(access_token=authenticator.issue(username), expires_in=authenticator.ttl)
 
 
 async def _read_credentials(request: Request) -> LoginRequest:
