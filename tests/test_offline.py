@@ -16,6 +16,13 @@ from pypdf import PdfReader
 
 from docintel.core.analysis.base import AnalysisResult
 from docintel.core.analysis.offline import OfflineAnalyzer, analyze_text
+from docintel.core.analysis.offline.actions import action_items
+from docintel.core.analysis.offline.layout import Unit, split_units
+from docintel.core.analysis.offline.sentences import Sentence, split_sentences
+from docintel.core.analysis.offline.sentiment import overall_sentiment
+from docintel.core.analysis.offline.summary import summarize
+from docintel.core.analysis.offline.text import detect_language, normalize, sample_of
+from docintel.core.analysis.offline.topics import key_topics
 from tests.conftest import CORPUS
 
 T = TypeVar("T")
@@ -383,3 +390,75 @@ def test_noun_that_looks_like_a_verb_is_no_task() -> None:
     assert not any(i.startswith("Order 55120") for i in result.action_items)
     assert any(i.startswith("Please send us a written explanation") for i in result.action_items)
     assert "Operations Manager, Harbour Foods" not in result.summary
+
+
+# --- each stage on its own (the package's modules) ----------------------------------------
+
+
+def test_text_normalises_samples_and_guesses_the_language() -> None:
+    assert normalize("ﬁne\r\nsoft\u00adhyphen\tend\x07") == "fine\nsofthyphen end "
+    assert sample_of("short text") == "short text"
+    long = "A sentence that goes on. " * 10_000
+    assert len(sample_of(long)) <= 40_000
+    assert detect_language("Wir müssen das Budget bis Freitag mit dem Team besprechen.") == "de"
+    assert detect_language("Пожалуйста, отправьте отчёт.") == "ru"
+
+
+def test_layout_finds_headings_items_and_prose() -> None:
+    units = split_units("Actions:\n- Send the report\n\nThe launch went well.\nIt was on time.")
+    assert units == [
+        Unit("Actions:", "heading"),
+        Unit("Send the report", "item", in_action_list=True),
+        Unit("The launch went well.", "prose"),
+        Unit("It was on time.", "prose"),
+    ]
+
+
+def test_sentences_keep_a_short_item_whole_and_split_prose() -> None:
+    units = [Unit("Send it. Then call.", "item", True), Unit("One here. Two there.", "prose")]
+    assert [(s.text, s.kind, s.in_action_list) for s in split_sentences(units, "en")] == [
+        ("Send it. Then call.", "item", True),
+        ("One here.", "prose", False),
+        ("Two there.", "prose", False),
+    ]
+
+
+def test_action_items_from_sentences_alone() -> None:
+    def prose(text: str, index: int) -> Sentence:
+        return Sentence(text, index, True, "prose", False)
+
+    sentences = [
+        prose("Please send the forecast by Friday.", 0),
+        prose("You don't need to reply.", 1),
+        prose("Order 55120 was promised for Tuesday.", 2),
+        prose("TODO: fix the build", 3),
+        prose("Can we ship?", 4),
+    ]
+    assert action_items(sentences) == ["Please send the forecast by Friday.", "fix the build"]
+
+
+def test_sentiment_scores_english_only() -> None:
+    def prose(text: str) -> Sentence:
+        return Sentence(text, 0, True, "prose", False)
+
+    assert overall_sentiment([prose("The outage was a terrible failure.")], "en") == "negative"
+    assert overall_sentiment([prose("The outage was a terrible failure.")], "de") == "neutral"
+    assert overall_sentiment([], "en") == "neutral"
+
+
+def test_topics_leave_out_mail_headers() -> None:
+    units = [
+        Unit("From: Alice Smith", "heading"),
+        Unit("Subject: Warehouse budget", "heading"),
+        Unit("The warehouse budget for the Leeds site rose again this quarter.", "prose"),
+    ]
+    topics = key_topics(units, "en")
+    assert topics and not any("Alice" in t for t in topics)
+
+
+def test_summary_of_nothing_is_three_facts() -> None:
+    summary = summarize("", [], [], "neutral", [], "en")
+    assert summary == (
+        "The document contains no readable words. No distinct key topics stand out in it. "
+        "Its overall tone is neutral."
+    )
