@@ -33,3 +33,8 @@ def summary(values: list[float]) -> str:
     values = sorted(values)
     p95 = values[int(len(values) * 0.95) - 1]
     return f"median {statistics.median(values):6.2f}  p95 {p95:6.2f}  max {values[-1]:6.2f}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]

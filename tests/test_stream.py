@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, read_events, upload, wait_terminal
 
 
 def streams(server: ServerProcess) -> int:
@@ -200,3 +200,42 @@ def test_disconnecting_mid_replay_logs_no_error(offline_server: ServerProcess) -
         sock.close()
     assert wait_for(lambda: streams(offline_server) == 0)
     assert "Exception in ASGI application" not in offline_server.log()
+
+
+def first_message(server: ServerProcess, token: str, **params: str) -> list[str]:
+    """The lines of the stream's first message (up to its blank line)."""
+    lines: list[str] = []
+    with httpx.stream(
+        "GET", server.url + "/documents/stream", params={"access_token": token, **params}
+    ) as response:
+        for line in response.iter_lines():
+            if not line:
+                break
+            lines.append(line)
+    return lines
+
+
+def test_a_stream_starts_with_retry_and_its_position(offline_server: ServerProcess) -> None:
+    """No client is ever without a cursor, even one that drops before any event."""
+    with offline_server.client() as alice:
+        token = alice.headers["Authorization"].split()[1]
+        [doc] = upload(alice, ("before.txt", b"Text before the stream. More.")).json()["documents"]
+        wait_terminal(alice, [doc["id"]])
+        # A fresh stream says where it starts (the end of the log) at once.
+        opening = first_message(offline_server, token)
+        assert "retry: 1000" in opening
+        [position] = [int(line[4:]) for line in opening if line.startswith("id: ")]
+        history = [e["id"] for e in read_events(
+            offline_server, token, params={"last_event_id": 0}, until=lambda es: len(es) >= 4
+        )]  # fmt: skip
+        assert position >= max(history)
+        # Dropped before any event: what is committed in the gap comes on reconnect.
+        [gap] = upload(alice, ("gap.txt", b"Text in the gap. More.")).json()["documents"]
+        wait_terminal(alice, [gap["id"]])
+    missed = read_events(
+        offline_server, token, headers={"Last-Event-ID": str(position)},
+        until=lambda es: es[-1]["data"]["status"] == "completed",
+    )  # fmt: skip
+    assert [e["data"]["document_id"] for e in missed] == [gap["id"]] * 4
+    # With a cursor, the first message repeats it.
+    assert f"id: {position}" in first_message(offline_server, token, last_event_id=str(position))

@@ -435,7 +435,8 @@ class Client:
         ids = list(dict.fromkeys(document_ids))
         last = after
         failing_since: float | None = None
-        delay = 0.2
+        retry = 0.2  # the server's `retry:` replaces this first wait
+        delay = retry
         connected_once = False
         self._refresh_if_due(learn=True)
         while True:
@@ -478,13 +479,15 @@ class Client:
                         response.read()
                         raise self._foreign_stream(response)
                     connected = connected_once = True
-                    failing_since, delay = None, 0.2
+                    failing_since, delay = None, retry
                     for sse in source.iter_sse():
                         self._refresh_quietly()
-                        if not sse.data:
-                            continue  # keep-alive comment, seen as an empty event
-                        if sse.id:
+                        if sse.retry is not None:
+                            retry = delay = sse.retry / 1000
+                        if sse.id:  # also an id-only event: the server's position
                             last = int(sse.id)
+                        if not sse.data:
+                            continue  # a keep-alive, or the position at connect
                         yield Event(last, json.loads(sse.data))
                 # The server ended the stream (it is shutting down): reconnect.
                 reason = "the server closed the stream"

@@ -50,6 +50,8 @@ class Settings:
     max_text_chars: int = 2_000_000
     # A stream client that takes no data for this long is dropped (it can resume).
     stream_send_timeout: float = 30.0
+    # Sent as `retry:` at the start of every stream: how soon clients reconnect.
+    stream_retry_ms: int = 1000
     # Per minute: failed logins per username and per client address; uploads per user.
     login_attempts_per_minute: int = 10
     uploads_per_minute: int = 60

@@ -138,6 +138,11 @@ class EventFeed:
         self._reader: asyncio.Task[None] | None = None
 
     @property
+    def position(self) -> int:
+        """The last event id handed out: where a stream that starts now begins."""
+        return self._cursor
+
+    @property
     def open_streams(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())
 

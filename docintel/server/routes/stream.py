@@ -21,7 +21,7 @@ router = APIRouter(tags=["stream"])
 @dataclass(frozen=True)
 class StreamRequest:
     user: str
-    after: int | None
+    after: int  # the stream sends events with ids above this
     document_ids: list[str]
 
 
@@ -42,7 +42,9 @@ async def stream_request(
     # Ids may be prefixes: the stream filters by the full ids they resolve to
     # (404 for unknown or foreign ones, 409 for ambiguous ones).
     full_ids = [(await service.status(user, doc_id)).id for doc_id in document_id]
-    return StreamRequest(user, after, full_ids)
+    # No cursor: from now on. The position is fixed here, so that the stream
+    # can tell the client where it starts.
+    return StreamRequest(user, service.feed.position if after is None else after, full_ids)
 
 
 async def followed_events(
@@ -75,10 +77,18 @@ async def followed_events(
 )
 async def stream(
     request: Request,
+    start: Annotated[StreamRequest, Depends(stream_request)],
     events: Annotated[AsyncGenerator[Event, None], Depends(followed_events)],
 ) -> AsyncIterator[ServerSentEvent]:
-    """Status events of your documents: replay after Last-Event-ID, then live."""
+    """Status events of your documents: replay after Last-Event-ID, then live.
+
+    The first message carries no event, only `retry:` and an `id:` with the
+    stream's starting position: a client that drops before any event arrived
+    still reconnects with a cursor (browsers store it and send it back), so
+    nothing committed in between is lost.
+    """
     encode: EventEncoder = request.app.state.event_encoder
+    yield ServerSentEvent(id=str(start.after), retry=request.app.state.settings.stream_retry_ms)
     async for event in events:
         yield ServerSentEvent(id=str(event.id), event="status", raw_data=encode(event))
 

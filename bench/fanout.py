@@ -1,0 +1,145 @@
+"""Fan-out: commit → client latency with many open streams, against one stream.
+
+Baseline: one SSE client while documents run, in the same run. Load: USERS ×
+STREAMS clients (each user's streams all open) while the same number of
+documents per user run. Every client checks it received exactly its user's
+events, in order, none twice. The model is the fake OpenAI server (answers in
+under a millisecond, TCP_NODELAY), so the figures are the pipeline's own.
+
+    python -m bench fanout [--tiny]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+
+from bench._common import percentile, start_server
+from tests.conftest import ServerProcess, upload, wait_terminal
+from tests.fake_openai import FakeOpenAI
+
+
+@dataclass
+class Client:
+    user: str
+    ids: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+
+async def listen(server: ServerProcess, token: str, client: Client, ready: asyncio.Event) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET /documents/stream?access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    while (await reader.readline()).strip():  # the response head
+        pass
+    ready.set()
+    event_id = None
+    try:
+        while True:
+            line = (await reader.readline()).decode()
+            if not line:
+                return
+            if line.startswith("id:"):
+                event_id = int(line[3:])
+            elif line.startswith("data:") and event_id is not None:
+                data = json.loads(line[5:])
+                at = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00"))
+                client.latencies.append((time.time() - at.timestamp()) * 1000)
+                client.ids.append(event_id)
+    finally:
+        writer.close()
+
+
+def tokens(server: ServerProcess, users: list[str]) -> dict[str, str]:
+    return {u: server.login(u, f"{u}-pw") for u in users}
+
+
+async def run_phase(
+    server: ServerProcess, users: list[str], streams: int, documents: int
+) -> list[Client]:
+    tok = tokens(server, users)
+    clients = [Client(u) for u in users for _ in range(streams)]
+    readies = [asyncio.Event() for _ in clients]
+    tasks = [
+        asyncio.create_task(listen(server, tok[c.user], c, r))
+        for c, r in zip(clients, readies, strict=True)
+    ]
+    await asyncio.gather(*(r.wait() for r in readies))
+    expected = await asyncio.to_thread(send_documents, server, tok, documents)
+    deadline = time.monotonic() + 300
+    while any(len(c.ids) < expected[c.user] for c in clients):
+        assert time.monotonic() < deadline, "events missing"
+        await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for c in clients:
+        assert len(c.ids) == expected[c.user] and c.ids == sorted(set(c.ids)), c.user
+    return clients
+
+
+def send_documents(server: ServerProcess, tok: dict[str, str], per_user: int) -> dict[str, int]:
+    """Upload per_user small documents for each user, wait until all end: events per user."""
+    uploaded: dict[str, list[str]] = {}
+    for user, token in tok.items():
+        with api_for(server, token) as api:
+            uploaded[user] = []
+            for start in range(0, per_user, 20):
+                files = [
+                    (f"d{i}.txt", b"Please send the figures by Friday. Sales grew.")
+                    for i in range(start, min(per_user, start + 20))
+                ]
+                uploaded[user] += [d["id"] for d in upload(api, *files).json()["documents"]]
+    expected = {}
+    for user, token in tok.items():
+        with api_for(server, token) as api:
+            details = wait_terminal(api, uploaded[user], timeout=300)
+            expected[user] = sum(len(d["history"]) for d in details.values())
+    return expected
+
+
+def api_for(server: ServerProcess, token: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+
+
+def main(tiny: bool = False) -> None:
+    users_n, streams, documents = (2, 5, 4) if tiny else (10, 100, 20)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
+    users = [f"user{i}" for i in range(users_n)]
+    with FakeOpenAI() as fake:
+        env = {
+            "DOCINTEL_ANALYZER": "openai",
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": fake.base_url,
+            "DOCINTEL_USERS": ",".join(f"{u}:{u}-pw" for u in users),
+            "DOCINTEL_UPLOADS_PER_MINUTE": "100000",
+            "DOCINTEL_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+        }
+        server = start_server(env)
+        try:
+            one = asyncio.run(run_phase(server, users[:1], 1, documents * users_n))
+            many = asyncio.run(run_phase(server, users, streams, documents))
+        finally:
+            server.stop()
+    base = [x for c in one for x in c.latencies]
+    load = [x for c in many for x in c.latencies]
+    events = sum(len(c.ids) for c in many)
+    print(
+        f"baseline: 1 stream, {len(base)} events: "
+        f"p50 {statistics.median(base):.1f} ms, p99 {percentile(base, 99):.1f} ms"
+    )
+    print(
+        f"load: {len(many)} streams ({users_n} users x {streams}), {events} deliveries: "
+        f"p50 {statistics.median(load):.1f} ms, p99 {percentile(load, 99):.1f} ms"
+    )
+    print(f"ratio p99 load / baseline: {percentile(load, 99) / max(percentile(base, 99), 0.1):.2f}x;"
+          " every client got exactly its user's events, in order")  # fmt: skip
