@@ -14,8 +14,10 @@ class DocintelError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
+        if code is not None:
+            self.code = code  # a more precise code than the class's
         super().__init__(self.message)
 
     @property
@@ -90,3 +92,37 @@ class AmbiguousId(DocintelError):
     @property
     def details(self) -> dict[str, Any]:
         return {"candidates": self.candidates}
+
+
+class BadRequest(DocintelError):
+    """The request cannot be served as sent."""
+
+    code = "bad_request"
+
+
+class InvalidRequest(DocintelError):
+    """The request is not valid."""
+
+    code = "invalid_request"
+
+
+class RequestTooLarge(DocintelError):
+    """The request is larger than this server accepts."""
+
+    code = "request_too_large"
+
+
+class NotAuthenticated(DocintelError):
+    """Authentication required: send a bearer token."""
+
+    code = "not_authenticated"
+
+
+class TooManyRequests(DocintelError):
+    """Too many requests; try again later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

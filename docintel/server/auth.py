@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import jwt
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from docintel.core.config import Settings
+from docintel.core.errors import NotAuthenticated, TooManyRequests
 from docintel.core.ratelimit import RateLimiter
 
 ALGORITHM = "HS256"
@@ -76,13 +77,8 @@ class Authenticator:
         keys = (f"user:{username}", f"address:{address}")
         wait = max(self.failed_logins.retry_after(key) for key in keys)
         if wait:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail={
-                    "code": "too_many_attempts",
-                    "message": f"Too many failed logins; try again in {wait} s.",
-                },
-                headers={"Retry-After": str(wait)},
+            raise TooManyRequests(
+                f"Too many failed logins; try again in {wait} s.", wait, code="too_many_attempts"
             )
         if not self.check_password(username, password):
             for key in keys:
@@ -121,12 +117,8 @@ class Authenticator:
         return username
 
 
-def unauthorized(code: str, message: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        detail={"code": code, "message": message},
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+def unauthorized(code: str, message: str) -> NotAuthenticated:
+    return NotAuthenticated(message, code=code)
 
 
 bearer = HTTPBearer(auto_error=False, description="A token from POST /auth/login.")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from docintel.core.errors import InvalidRequest
 from docintel.server.auth import Authenticator, CurrentUser
 from docintel.server.schemas import ErrorResponse, LoginRequest, Token
 
@@ -55,10 +56,4 @@ async def _read_credentials(request: Request) -> LoginRequest:
             {"username": form.get("username"), "password": form.get("password")}
         )
     except (ValidationError, ValueError, AssertionError):
-        raise HTTPException(
-            422,
-            detail={
-                "code": "invalid_request",
-                "message": "Send a username and password, as JSON or as a form.",
-            },
-        ) from None
+        raise InvalidRequest("Send a username and password, as JSON or as a form.") from None

@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from docintel.core.analysis import AnalysisResult
-from docintel.core.errors import FileTooLarge, UnsupportedFileType
+from docintel.core.errors import (
+    BadRequest,
+    FileTooLarge,
+    RequestTooLarge,
+    TooManyRequests,
+    UnsupportedFileType,
+)
 from docintel.core.validation import format_bytes
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
@@ -76,21 +82,13 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
     settings = service.settings
     wait = request.app.state.upload_limiter.hit(user)
     if wait:
-        raise HTTPException(
-            429,
-            detail={"code": "rate_limited", "message": f"Too many uploads; try again in {wait} s."},
-            headers={"Retry-After": str(wait)},
-        )
+        raise TooManyRequests(f"Too many uploads; try again in {wait} s.", wait)
     declared = request.headers.get("content-length", "")
     most = settings.max_files_per_upload * settings.max_upload_bytes + ENVELOPE_BYTES
     if declared.isascii() and declared.isdigit() and int(declared) > most:
-        raise HTTPException(
-            413,
-            detail={
-                "code": "request_too_large",
-                "message": f"The upload is larger than {settings.max_files_per_upload} files of "
-                f"{format_bytes(settings.max_upload_bytes)} each.",
-            },
+        raise RequestTooLarge(
+            f"The upload is larger than {settings.max_files_per_upload} files of "
+            f"{format_bytes(settings.max_upload_bytes)} each."
         )
     receiver = UploadReceiver(
         service.storage, settings.max_upload_bytes, settings.max_files_per_upload
@@ -101,15 +99,9 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
         # Cut off mid-body: receive() removed what it wrote, nothing was queued,
         # and nobody is left to read an answer.
         log.info("an upload by %s was cut off by the client; nothing kept", user)
-        return JSONResponse(
-            {
-                "detail": {
-                    "code": "upload_cut_off",
-                    "message": "The upload ended before its body was complete.",
-                }
-            },
-            status_code=400,
-        )
+        raise BadRequest(
+            "The upload ended before its body was complete.", code="upload_cut_off"
+        ) from None
     accepted = []
     try:
         for received in receiver.received:

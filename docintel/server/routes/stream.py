@@ -7,9 +7,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from docintel.core.errors import BadRequest
 from docintel.core.events import Event
 from docintel.server.auth import StreamUser
 from docintel.server.deps import ServiceDep
@@ -102,11 +103,5 @@ def _parse_event_id(raw: str | None) -> int | None:
     raw = raw.strip()
     # isascii: str.isdigit() also accepts '²', which int() refuses.
     if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
-        raise HTTPException(
-            400,
-            detail={
-                "code": "invalid_last_event_id",
-                "message": "Last-Event-ID must be an event id.",
-            },
-        )
+        raise BadRequest("Last-Event-ID must be an event id.", code="invalid_last_event_id")
     return int(raw)
