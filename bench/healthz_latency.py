@@ -5,7 +5,7 @@ Baseline: the same server, idle, in the same run. Load: large PDFs (the corpus's
 Prints latency in ms and the ratio of medians; a blocked loop would show
 seconds, not milliseconds.
 
-    python -m bench.healthz_latency
+    python -m bench healthz_latency [--tiny]
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from tests.conftest import PDFS, upload, wait_terminal
 from tests.pdfgen import text_pdf
 
 
-def main() -> None:
+def main(tiny: bool = False) -> None:
     server = start_server({"DOCINTEL_UPLOADS_PER_MINUTE": "1000"})
     try:
         with server.client() as alice:
-            idle = latencies(server.url + "/healthz", 300)
-            big = (PDFS / "GeoTopo-komprimiert.pdf").read_bytes()
-            many = text_pdf([f"Page {i}. Quarterly figures and notes." for i in range(1500)])
-            files = [("geotopo.pdf", big), ("many-pages.pdf", many)] * 2
+            idle = latencies(server.url + "/healthz", 30 if tiny else 300)
+            big = (
+                PDFS / ("minimal-document.pdf" if tiny else "GeoTopo-komprimiert.pdf")
+            ).read_bytes()
+            pages = 20 if tiny else 1500
+            many = text_pdf([f"Page {i}. Quarterly figures and notes." for i in range(pages)])
+            files = [("geotopo.pdf", big), ("many-pages.pdf", many)] * (1 if tiny else 2)
             ids = [d["id"] for d in upload(alice, *files).json()["documents"]]
             busy: list[float] = []
             done = threading.Event()
@@ -48,7 +51,3 @@ def main() -> None:
     print(
         f"ratio of medians (parsing / idle): {statistics.median(busy) / statistics.median(idle):.2f}x"
     )
-
-
-if __name__ == "__main__":
-    main()

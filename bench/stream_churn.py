@@ -5,7 +5,7 @@ allocator pools settle), measured in the same run; then 5,000 more cycles, half
 of them dropping in the middle of a replay. Prints RSS, open streams and
 asyncio tasks, and the ratio of RSS after to the baseline.
 
-    python -m bench.stream_churn
+    python -m bench stream_churn [--tiny]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def cycle(server: ServerProcess, token: str, replay: bool) -> None:
         sock.recv(4096)
 
 
-def main() -> None:
+def main(tiny: bool = False) -> None:
     server = start_server({"DOCINTEL_UPLOADS_PER_MINUTE": "1000"})
     try:
         with server.client() as alice:
@@ -40,12 +40,13 @@ def main() -> None:
             ]
             wait_terminal(alice, ids)
             token = alice.headers["Authorization"].split()[1]
-        for i in range(500):
+        warmup, cycles = (20, 100) if tiny else (500, 5000)
+        for i in range(warmup):
             cycle(server, token, replay=i % 2 == 0)
         time.sleep(1)
         baseline = server.rss_kb()
         start = time.perf_counter()
-        for i in range(5000):
+        for i in range(cycles):
             cycle(server, token, replay=i % 2 == 0)
         elapsed = time.perf_counter() - start
         for _ in range(50):  # let the last connections finish closing
@@ -56,10 +57,8 @@ def main() -> None:
         after = server.rss_kb()
     finally:
         server.stop()
-    print(f"cycles: 5000 in {elapsed:.1f} s ({5000 / elapsed:.0f}/s), half dropped mid-replay")
+    print(
+        f"cycles: {cycles} in {elapsed:.1f} s ({cycles / elapsed:.0f}/s), half dropped mid-replay"
+    )
     print(f"server RSS: baseline {baseline} kB, after {after} kB, ratio {after / baseline:.3f}")
     print(f"open streams after: {health['streams']}, asyncio tasks: {health['tasks']}")
-
-
-if __name__ == "__main__":
-    main()

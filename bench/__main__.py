@@ -1,0 +1,34 @@
+"""`python -m bench NAME [--tiny]`: run one benchmark, or `all`.
+
+Each benchmark prints its figure, the baseline measured in the same run, and
+their ratio; nothing is asserted (machines here are shared and noisy). `--tiny`
+runs each at a token size: CI does that so no benchmark rots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+
+BENCHMARKS = {
+    "fanout": "commit -> client latency, many streams vs one",
+    "healthz_latency": "/healthz latency idle vs while large PDFs are parsed",
+    "stream_churn": "server memory and tasks across stream connect/drops",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", choices=[*BENCHMARKS, "all"])
+    parser.add_argument("--tiny", action="store_true", help="token sizes (CI)")
+    args = parser.parse_args()
+    for name in BENCHMARKS if args.name == "all" else [args.name]:
+        print(f"== {name}: {BENCHMARKS[name]}{' (tiny)' if args.tiny else ''}", flush=True)
+        start = time.perf_counter()
+        importlib.import_module(f"bench.{name}").main(tiny=args.tiny)
+        print(f"   ({time.perf_counter() - start:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
