@@ -52,6 +52,8 @@ class Settings:
     stream_send_timeout: float = 30.0
     # Sent as `retry:` at the start of every stream: how soon clients reconnect.
     stream_retry_ms: int = 1000
+    # Pages served from these origins may call the API (comma-separated); none by default.
+    cors_origins: str = ""
     # Per minute: failed logins per username and per client address; uploads per user.
     login_attempts_per_minute: int = 10
     uploads_per_minute: int = 60
@@ -95,6 +97,10 @@ class Settings:
         if self.analyzer == "auto":
             return "openai" if self.openai_api_key else "offline"
         return self.analyzer
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def db_path(self) -> Path:

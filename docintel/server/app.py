@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from docintel import __version__
 from docintel.core.config import Settings
@@ -52,6 +53,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     errors.install(app)
     app.add_middleware(StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout)
+    if settings.cors_origin_list:
+        # Off by default: only pages served from the listed origins may call the
+        # API from a browser. Tokens travel in headers (or ?access_token=), never
+        # in cookies, so no credentials mode is needed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["X-Last-Event-ID", "Retry-After"],
+            max_age=600,
+        )
     app.include_router(auth.router)
     app.include_router(stream.router)  # before /documents/{id}, which would match "stream"
     app.include_router(documents.router)
