@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -239,3 +240,44 @@ def test_a_stream_starts_with_retry_and_its_position(offline_server: ServerProce
     assert [e["data"]["document_id"] for e in missed] == [gap["id"]] * 4
     # With a cursor, the first message repeats it.
     assert f"id: {position}" in first_message(offline_server, token, last_event_id=str(position))
+
+
+def test_a_stream_ends_with_reauth_before_its_token_expires(make_server) -> None:
+    """The last event says why; the client refreshes and resumes with nothing lost."""
+    server: ServerProcess = make_server({"DOCINTEL_TOKEN_TTL": "4"})
+    token = server.login()
+    messages: list[tuple[str, str, str]] = []  # (event, id, data)
+    with httpx.stream(
+        "GET", server.url + "/documents/stream", params={"access_token": token}, timeout=30
+    ) as response:
+        event = ident = data = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("id: "):
+                ident = line[4:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif not line and (event or data):
+                messages.append((event, ident, data))
+                event = data = ""
+    # The server ended the stream by itself, with one last event saying why.
+    assert messages[-1][0] == "reauth", messages
+    reason = json.loads(messages[-1][2])
+    assert reason["reason"] == "token_expiring" and reason["expires_at"].endswith("Z")
+    position = messages[-1][1]
+    # Time is left to refresh the token, and to resume from the last id.
+    fresh = httpx.post(server.url + "/auth/refresh", headers={"Authorization": f"Bearer {token}"})
+    assert fresh.status_code == 200
+    new_token = fresh.json()["access_token"]
+    alice = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {new_token}"})
+    with alice:
+        [doc] = upload(alice, ("after.txt", b"Uploaded after the stream ended. More.")).json()[
+            "documents"
+        ]
+        wait_terminal(alice, [doc["id"]])
+    missed = read_events(
+        server, new_token, headers={"Last-Event-ID": position},
+        until=lambda es: es[-1]["data"]["status"] == "completed",
+    )  # fmt: skip
+    assert [e["data"]["document_id"] for e in missed] == [doc["id"]] * 4

@@ -480,8 +480,14 @@ class Client:
                         raise self._foreign_stream(response)
                     connected = connected_once = True
                     failing_since, delay = None, retry
+                    reauth = False
                     for sse in source.iter_sse():
                         self._refresh_quietly()
+                        if sse.event == "reauth":
+                            # The stream's token is about to expire: come back
+                            # at once with a fresh one, from the last id.
+                            reauth = True
+                            break
                         if sse.retry is not None:
                             retry = delay = sse.retry / 1000
                         if sse.id:  # also an id-only event: the server's position
@@ -489,6 +495,9 @@ class Client:
                         if not sse.data:
                             continue  # a keep-alive, or the position at connect
                         yield Event(last, json.loads(sse.data))
+                if reauth:
+                    self._refresh_if_due(learn=True)
+                    continue
                 # The server ended the stream (it is shutting down): reconnect.
                 reason = "the server closed the stream"
             except httpx.ReadTimeout:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -184,9 +186,14 @@ class EventFeed:
                     break
 
     async def follow(
-        self, owner: str, after: int | None, document_ids: Sequence[str] = ()
+        self,
+        owner: str,
+        after: int | None,
+        document_ids: Sequence[str] = (),
+        until: float | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """The owner's events with id > after, then live ones, until the feed stops.
+        """The owner's events with id > after, then live ones, until the feed stops
+        (or, with `until`, that `time.monotonic()` is reached).
 
         `after=None` starts at the end of the log.
         """
@@ -198,6 +205,8 @@ class EventFeed:
             # also serves a subscriber that fell behind (the same catch-up).
             sub.behind = position < self._cursor
             while not self._stopping.is_set():
+                if until is not None and time.monotonic() >= until:
+                    return
                 if sub.behind:
                     handed_out = self._cursor
                     batch = await self.db.run(events_after, owner, position, document_ids)
@@ -214,7 +223,11 @@ class EventFeed:
                     continue
                 if not sub.buffer:
                     sub.wake.clear()
-                    await sub.wake.wait()
+                    if until is None:
+                        await sub.wake.wait()
+                    else:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(sub.wake.wait(), until - time.monotonic())
                     continue
                 event = sub.buffer.popleft()
                 if event.id > position:  # a catch-up read may have passed it already

@@ -154,10 +154,15 @@ class DocumentService:
     # --- the stream --------------------------------------------------------
 
     def follow(
-        self, owner: str, after: int | None, document_ids: Sequence[str] = ()
+        self,
+        owner: str,
+        after: int | None,
+        document_ids: Sequence[str] = (),
+        until: float | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Events of the owner's documents with id > after, then live ones, until shutdown."""
-        return self.feed.follow(owner, after, document_ids)
+        """Events of the owner's documents with id > after, then live ones, until shutdown
+        (or `time.monotonic()` reaches `until`)."""
+        return self.feed.follow(owner, after, document_ids, until)
 
 
 def _owned(owner: str, document_id: str) -> Document:

@@ -8,6 +8,7 @@ import os
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -100,6 +101,10 @@ class Authenticator:
 
     def verify(self, token: str) -> str:
         """The username a valid token names; raises HTTP 401 otherwise."""
+        return self.verify_session(token).username
+
+    def verify_session(self, token: str) -> Session:
+        """Who a valid token names, and until when; raises HTTP 401 otherwise."""
         try:
             claims = jwt.decode(
                 token,
@@ -114,7 +119,15 @@ class Authenticator:
         username = claims.get("sub")
         if not isinstance(username, str) or username not in self.users:
             raise unauthorized("invalid_token", "The token names no known user; log in again.")
-        return username
+        return Session(username, int(claims["exp"]))
+
+
+@dataclass(frozen=True)
+class Session:
+    """A verified token: its user, and when it expires (epoch seconds)."""
+
+    username: str
+    expires_at: int
 
 
 def unauthorized(code: str, message: str) -> NotAuthenticated:
@@ -138,19 +151,18 @@ def current_user(
     return _authenticator(request).verify(credentials.credentials)
 
 
-def stream_user(
+def stream_session(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     access_token: Annotated[
         str | None, Query(description="For EventSource clients, which cannot send headers.")
     ] = None,
-) -> str:
-    if credentials is not None:
-        return _authenticator(request).verify(credentials.credentials)
-    if access_token:
-        return _authenticator(request).verify(access_token)
-    raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
+) -> Session:
+    token = credentials.credentials if credentials is not None else access_token
+    if not token:
+        raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
+    return _authenticator(request).verify_session(token)
 
 
 CurrentUser = Annotated[str, Depends(current_user)]
-StreamUser = Annotated[str, Depends(stream_user)]
+StreamSession = Annotated[Session, Depends(stream_session)]

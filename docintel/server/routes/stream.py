@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -12,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from docintel.core.errors import BadRequest
 from docintel.core.events import Event
-from docintel.server.auth import StreamUser
+from docintel.server.auth import StreamSession
 from docintel.server.deps import ServiceDep
 from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse, EventEncoder
 
@@ -24,10 +27,18 @@ class StreamRequest:
     user: str
     after: int  # the stream sends events with ids above this
     document_ids: list[str]
+    reauth_at: float  # time.monotonic() at which the stream ends with `event: reauth`
+    expires_at: int  # the token's expiry (epoch seconds)
+
+
+def reauth_margin(ttl: int) -> float:
+    """How long before its token expires a stream ends: time enough to refresh it."""
+    return min(30.0, ttl / 10)
 
 
 async def stream_request(
-    user: StreamUser,
+    request: Request,
+    session: StreamSession,
     service: ServiceDep,
     document_id: Annotated[
         list[str], Query(description="Only these documents (ids or unique prefixes of them).")
@@ -42,10 +53,16 @@ async def stream_request(
     after = _parse_event_id(last_event_id_header or last_event_id)
     # Ids may be prefixes: the stream filters by the full ids they resolve to
     # (404 for unknown or foreign ones, 409 for ambiguous ones).
+    user = session.username
     full_ids = [(await service.status(user, doc_id)).id for doc_id in document_id]
+    # A stream ends a little before its token expires, so that the client can
+    # still refresh the token (POST /auth/refresh) and resume from its last id.
+    ttl = request.app.state.authenticator.ttl
+    left = session.expires_at - time.time() - reauth_margin(ttl)
     # No cursor: from now on. The position is fixed here, so that the stream
     # can tell the client where it starts.
-    return StreamRequest(user, service.feed.position if after is None else after, full_ids)
+    position = service.feed.position if after is None else after
+    return StreamRequest(user, position, full_ids, time.monotonic() + left, session.expires_at)
 
 
 async def followed_events(
@@ -59,7 +76,9 @@ async def followed_events(
     subscription until then. Closing the tail here, when the request's exit
     stack unwinds, frees it at once.
     """
-    events = service.follow(request.user, request.after, request.document_ids)
+    events = service.follow(
+        request.user, request.after, request.document_ids, until=request.reauth_at
+    )
     try:
         yield events
     finally:
@@ -90,8 +109,17 @@ async def stream(
     """
     encode: EventEncoder = request.app.state.event_encoder
     yield ServerSentEvent(id=str(start.after), retry=request.app.state.settings.stream_retry_ms)
+    last = start.after
     async for event in events:
+        last = event.id
         yield ServerSentEvent(id=str(event.id), event="status", raw_data=encode(event))
+    if time.monotonic() >= start.reauth_at:
+        expiry = datetime.fromtimestamp(start.expires_at, UTC).isoformat().replace("+00:00", "Z")
+        yield ServerSentEvent(
+            id=str(last),
+            event="reauth",
+            raw_data=json.dumps({"reason": "token_expiring", "expires_at": expiry}),
+        )
 
 
 MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER
