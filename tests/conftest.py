@@ -178,15 +178,22 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        # Only uvicorn's own line proves that *this* process bound the port: a
+        # free port can be taken by another process before the server binds
+        # it, and that process may answer /healthz too.
+        bound = f"Uvicorn running on http://127.0.0.1:{self.port}"
+        already = self.log().count(bound)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
+            if self.log().count(bound) > already:
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:

@@ -88,11 +88,13 @@ class TerminalServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
+            if f"Uvicorn running on {self.url}" in self.output():  # this process bound it
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.1)
         raise AssertionError(f"server did not start:\n{self.output()}")
 
     def press_ctrl_c(self) -> None:
