@@ -239,3 +239,30 @@ def test_a_stream_starts_with_retry_and_its_position(offline_server: ServerProce
     assert [e["data"]["document_id"] for e in missed] == [gap["id"]] * 4
     # With a cursor, the first message repeats it.
     assert f"id: {position}" in first_message(offline_server, token, last_event_id=str(position))
+
+
+def test_guard_passes_on_cancellation_that_is_not_its_own() -> None:
+    """The guard interrupts receive() by cancelling its task; anyone else's cancel still lands."""
+    import asyncio
+
+    from docintel.server.streamguard import StreamGuard
+
+    async def listening_app(scope, receive, send) -> None:
+        await receive()  # what Starlette's StreamingResponse listens with
+
+    async def client_receive():
+        await asyncio.sleep(3600)
+
+    async def send(message) -> None:
+        pass
+
+    async def run() -> None:
+        guard = StreamGuard(listening_app, path="/documents/stream", timeout=5)
+        scope = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
+        task = asyncio.ensure_future(guard(scope, client_receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+
+    asyncio.run(run())
