@@ -14,6 +14,7 @@ import time
 BENCHMARKS = {
     "fanout": "commit -> client latency, many streams vs one",
     "healthz_latency": "/healthz latency idle vs while large PDFs are parsed",
+    "memory": "server RSS under large uploads and idle streams, vs bare ASGI apps",
     "stream_churn": "server memory and tasks across stream connect/drops",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import io
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from docintel.core.errors import ExtractionFailed
-from docintel.core.extraction import Limits, decode_text, extract
+from docintel.core.extraction import Limits, decode_text, extract, read_text
 from tests.conftest import PDFS, TXTS
 
 
@@ -35,6 +36,71 @@ def test_utf8_and_utf16_with_bom_round_trip(text: str) -> None:
 @given(st.binary())
 def test_any_bytes_decode_to_some_text(data: bytes) -> None:
     assert isinstance(decode_text(data), str)
+
+
+BOMS = [b"", codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE]
+BOMS += [codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE]
+
+
+def test_corpus_text_files_read_in_chunks_decode_as_whole() -> None:
+    for path in sorted(TXTS.iterdir()):
+        whole = decode_text(path.read_bytes())
+        for chunk_bytes in (1, 2, 3, 7, 64 * 1024):
+            assert read_text(path, 10**9, chunk_bytes) == (whole, False), (path, chunk_bytes)
+
+
+# Random bytes after each BOM; text encoded in each encoding (so multi-byte
+# sequences and surrogate pairs straddle chunk boundaries); chunks of 1 byte up;
+# a character limit that cuts anywhere, or none.
+@given(
+    st.sampled_from(BOMS),
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda text, encoding: text.encode(
+                encoding, errors="surrogatepass" if encoding.startswith("utf") else "replace"
+            ),
+            st.text(max_size=60),
+            st.sampled_from(["utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "cp1252"]),
+        ),
+    ),
+    st.integers(min_value=1, max_value=9),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=120)),
+)
+def test_chunked_decoding_equals_whole_decoding(
+    bom: bytes, body: bytes, chunk_bytes: int, max_chars: int | None
+) -> None:
+    data = bom + body
+    whole = decode_text(data)
+    limit = len(whole) + 1 if max_chars is None else max_chars
+    expected = (whole[:limit], len(whole) > limit)
+    assert read_text(io.BytesIO(data), limit, chunk_bytes) == expected
+
+
+def test_a_large_text_file_is_read_in_bounded_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_bytes("naïve — café\n".encode() * 100_000)
+
+    class Counting(io.FileIO):
+        largest = 0
+
+        def read(self, size: int = -1) -> bytes:
+            assert size > 0, "read whole"
+            data = super().read(size)
+            Counting.largest = max(Counting.largest, len(data))
+            return data
+
+    with Counting(path, "rb") as f:
+        text, truncated = read_text(f, 1000)
+    assert text == ("naïve — café\n" * 100)[:1000] and truncated
+    assert 0 < Counting.largest <= 64 * 1024
+
+
+def test_invalid_utf8_past_the_limit_still_makes_the_file_cp1252(tmp_path: Path) -> None:
+    path = tmp_path / "late.txt"
+    path.write_bytes("café ".encode() * 50_000 + b"\x93quoted\x94")
+    text, truncated = read_text(path, 10)
+    assert (text, truncated) == ("cafÃ© cafÃ", True)
 
 
 def run(path: Path, content_type: str = "application/pdf", **limits: object):

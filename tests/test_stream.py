@@ -281,3 +281,30 @@ def test_a_stream_ends_with_reauth_before_its_token_expires(make_server) -> None
         until=lambda es: es[-1]["data"]["status"] == "completed",
     )  # fmt: skip
     assert [e["data"]["document_id"] for e in missed] == [doc["id"]] * 4
+
+
+def test_guard_passes_on_cancellation_that_is_not_its_own() -> None:
+    """The guard interrupts receive() by cancelling its task; anyone else's cancel still lands."""
+    import asyncio
+
+    from docintel.server.streamguard import StreamGuard
+
+    async def listening_app(scope, receive, send) -> None:
+        await receive()  # what Starlette's StreamingResponse listens with
+
+    async def client_receive():
+        await asyncio.sleep(3600)
+
+    async def send(message) -> None:
+        pass
+
+    async def run() -> None:
+        guard = StreamGuard(listening_app, path="/documents/stream", timeout=5)
+        scope = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
+        task = asyncio.ensure_future(guard(scope, client_receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+
+    asyncio.run(run())

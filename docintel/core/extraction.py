@@ -18,6 +18,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from docintel.core import children
 from docintel.core.errors import ExtractionFailed
@@ -60,11 +61,11 @@ class Extracted:
 async def extract(path: Path, content_type: str, limits: Limits) -> Extracted:
     """Extract the text of a stored upload; raises ExtractionFailed with a reason."""
     if content_type == "text/plain":
-        data = await asyncio.to_thread(path.read_bytes)
-        text = await asyncio.to_thread(decode_text, data)
-        return _finish(
-            Extracted(text=text[: limits.max_chars], truncated=len(text) > limits.max_chars)
-        )
+        # Read in bounded chunks, keeping at most max_chars: read whole, a 10 MB
+        # file and its decoded copy (up to 40 MB) were allocated on an executor
+        # thread, whose malloc arena kept the memory after they were freed.
+        text, truncated = await asyncio.to_thread(read_text, path, limits.max_chars)
+        return _finish(Extracted(text=text, truncated=truncated))
     return await _extract_pdf_in_child(path, limits)
 
 
@@ -120,15 +121,19 @@ def _finish(extracted: Extracted) -> Extracted:
     return extracted
 
 
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE, whose BOM it starts with
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+TEXT_CHUNK_BYTES = 64 * 1024
+
+
 def decode_text(data: bytes) -> str:
     """Bytes of a text file → str: BOMs first, then UTF-8, then Windows-1252."""
-    for bom, encoding in (
-        (codecs.BOM_UTF32_LE, "utf-32-le"),
-        (codecs.BOM_UTF32_BE, "utf-32-be"),
-        (codecs.BOM_UTF8, "utf-8"),
-        (codecs.BOM_UTF16_LE, "utf-16-le"),
-        (codecs.BOM_UTF16_BE, "utf-16-be"),
-    ):
+    for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data[len(bom) :].decode(encoding, errors="replace")
     try:
@@ -137,6 +142,59 @@ def decode_text(data: bytes) -> str:
         # Legacy 8-bit text is far more often Windows-1252 than anything else;
         # its five unassigned bytes become U+FFFD rather than failing the file.
         return data.decode("cp1252", errors="replace")
+
+
+def read_text(
+    source: Path | BinaryIO, max_chars: int, chunk_bytes: int = TEXT_CHUNK_BYTES
+) -> tuple[str, bool]:
+    """`decode_text` of a file read in chunks: (its first max_chars, whether it had more).
+
+    Never holds more than one chunk and max_chars of text. Without a BOM the
+    whole file must still be read, since one invalid UTF-8 byte anywhere makes
+    it Windows-1252 from the start (the file is then read again).
+    """
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            return read_text(f, max_chars, chunk_bytes)
+    head = b""
+    while len(head) < 4 and (chunk := source.read(chunk_bytes)):
+        head += chunk  # enough to see any BOM
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return _decode_chunks(source, head[len(bom) :], encoding, max_chars, chunk_bytes)
+    try:
+        return _decode_chunks(source, head, "utf-8", max_chars, chunk_bytes, strict=True)
+    except UnicodeDecodeError:
+        source.seek(0)
+        return _decode_chunks(source, b"", "cp1252", max_chars, chunk_bytes)
+
+
+def _decode_chunks(
+    source: BinaryIO,
+    first: bytes,
+    encoding: str,
+    max_chars: int,
+    chunk_bytes: int,
+    *,
+    strict: bool = False,
+) -> tuple[str, bool]:
+    decoder = codecs.getincrementaldecoder(encoding)("strict" if strict else "replace")
+    parts: list[str] = []
+    kept = 0
+    chunk = first or source.read(chunk_bytes)
+    while True:
+        final = not chunk
+        text = decoder.decode(chunk, final=final)
+        if kept <= max_chars:
+            parts.append(text[: max_chars + 1 - kept])
+            kept += len(parts[-1])
+        elif not strict:
+            break  # past the limit, and nothing later can change what was kept
+        if final:
+            break
+        chunk = source.read(chunk_bytes)
+    text = "".join(parts)
+    return text[:max_chars], len(text) > max_chars
 
 
 # --- the child process -------------------------------------------------------

@@ -15,6 +15,7 @@ from docintel.core.config import Settings
 from docintel.core.ratelimit import RateLimiter
 from docintel.core.service import DocumentService
 from docintel.server import errors
+from docintel.server.allocator import tune_allocator
 from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
 from docintel.server.routes import auth, documents, stream
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_allocator()  # large uploads' buffers go back to the system (allocator.py)
         if settings.users_are_default:
             log.warning("DOCINTEL_USERS is not set: the default user demo:demo can log in")
         await service.start()
