@@ -1,0 +1,1 @@
+"""The `docintel` command. It must start fast: see main.py."""

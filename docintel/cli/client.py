@@ -25,7 +25,7 @@ from httpx_sse import connect_sse
 
 from docintel.cli.logins import DEFAULT_URL, InvalidServerURL, Login, normalise_url, save_login
 from docintel.core.errors import DocintelError
-from docintel.core.models import TERMINAL
+from docintel.core.statuses import TERMINAL
 
 #: The server writes a token's times in whole seconds (JWT `iat`/`exp`), so a
 #: token may expire up to this long before "when we asked + expires_in".

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from platformdirs import user_config_path
 
 try:  # POSIX: serialise read-modify-write of the file between CLI processes
     import fcntl
@@ -107,7 +106,11 @@ class Logins:
 def cli_config_dir() -> Path:
     """Where the CLI keeps its logins; DOCINTEL_CONFIG_DIR moves it (tests do)."""
     override = os.environ.get("DOCINTEL_CONFIG_DIR")
-    return Path(override) if override else user_config_path("docintel")
+    if override:
+        return Path(override)
+    from platformdirs import user_config_path  # not imported when it is not needed
+
+    return user_config_path("docintel")
 
 
 def login_path() -> Path:

@@ -1,84 +1,38 @@
-"""The `docintel` command: `serve`, and the client commands registered from commands/."""
+"""The entry point of the `docintel` command (and of `python -m docintel`).
+
+Nothing is imported here before it is needed: the Typer app (app.py) costs
+more to import than `docintel --version` may take in all (issue 8: 60 ms
+above `python -c pass`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING
 
-import typer
-
-from docintel import __version__
-from docintel.cli import usage
-from docintel.cli.commands import analyze, auth, documents, upload, watch
-from docintel.core.config import ConfigError, Settings
-
-app = usage.Typer(
-    cls=usage.Group,
-    # Plain help, as in gh, git, llm and httpie: see usage.py and the README.
-    rich_markup_mode=None,
-    subcommand_metavar="COMMAND [ARGS...]",
-    no_args_is_help=True,
-    help="Document intelligence from the terminal: upload PDFs and text, watch them "
-    "being analysed, read the results.",
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
-)
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [DOCINTEL_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [DOCINTEL_PORT].")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder [DOCINTEL_DATA_DIR].")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Pipeline workers [DOCINTEL_WORKERS].")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-) -> None:
-    """Run the API, the event streams and the workers.
-
-    Example: docintel serve --port 8080 --data-dir ./data
-    """
-    from docintel.cli.serve import run
-    from docintel.core.lock import DataDirInUse
-
-    try:
-        settings = Settings.from_env(host=host, port=port, data_dir=data_dir, workers=workers)
-    except ConfigError as exc:
-        typer.echo(f"docintel: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        run(settings, log_level)
-    except DataDirInUse as exc:
-        typer.echo(f"docintel: {exc.message}", err=True)
-        raise typer.Exit(3) from None
-
-
-app.command()(auth.login)
-app.command(rich_help_panel="Documents")(upload.upload)
-app.command(rich_help_panel="Documents")(watch.watch)
-app.command("list", rich_help_panel="Documents")(documents.list_)
-app.command(rich_help_panel="Documents")(documents.show)
-app.command(rich_help_panel="Documents")(documents.status)
-app.command(rich_help_panel="Documents")(documents.delete)
-app.command()(analyze.analyze)
-app.command()(auth.logout)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"docintel {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    """Document intelligence from the terminal."""
+if TYPE_CHECKING:
+    import typer
 
 
 def main() -> None:
+    # Fast path: `docintel --version` alone is answered before Typer (and
+    # Click, which it vendors) is imported; they alone took longer than the
+    # whole target. The app answers the same for `--version` among other
+    # arguments (its eager option, app.py).
+    if sys.argv[1:] == ["--version"]:
+        from docintel import __version__
+
+        print(f"docintel {__version__}")
+        return
+    from docintel.cli.app import app
+
     app()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`from docintel.cli.main import app` still works, and imports the app then."""
+    if name == "app":
+        from docintel.cli.app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

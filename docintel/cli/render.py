@@ -5,6 +5,10 @@ under NO_COLOR and all ANSI codes when a stream is not a terminal; callers
 branch on `is_terminal` for live displays (Live under a pipe prints only the
 last frame). User data (file names, summaries) is always escaped or printed
 with markup off: square brackets are Rich markup.
+
+Rich is imported inside the functions that draw (it costs more to import
+than `docintel list --json` may take to run); what scripts get, JSON and
+plain lines, needs none of it.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.markup import escape as escape  # re-exported: commands escape user data
-from rich.padding import Padding
-from rich.table import Table
-from rich.text import Text
+from docintel.core.statuses import FAILED, IN_FLIGHT, PENDING, TERMINAL
 
-from docintel.cli.client import Event
-from docintel.core.models import FAILED, IN_FLIGHT, PENDING, TERMINAL
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.table import Table
+    from rich.text import Text
+
+    from docintel.cli.client import Event
 
 STATUS_STYLE = {
     "pending": "yellow",
@@ -45,6 +49,8 @@ def _console(name: str, stream: Any, **kwargs: Any) -> Console:
     # Rich decides about colour when the console is made.
     cached = _consoles.get(name)
     if cached is None or cached[0] is not stream:
+        from rich.console import Console
+
         cached = (stream, Console(file=stream, highlight=False, **kwargs))
         _consoles[name] = cached
     return cached[1]
@@ -92,7 +98,16 @@ def plain(text: str) -> None:
     sys.stdout.flush()
 
 
+def escape(markup: str) -> str:
+    """User data made safe to print as Rich markup (`[x]` is markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(markup)
+
+
 def status_text(status: str) -> Text:
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
@@ -135,6 +150,9 @@ def duration(seconds: float) -> str:
 
 
 def documents_table(items: Iterable[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("ID", no_wrap=True)
     table.add_column("FILE", overflow="fold", min_width=16)
@@ -163,6 +181,11 @@ def human_bytes(n: int) -> str:
 
 def document_detail(doc: dict[str, Any]) -> RenderableType:
     """`docintel show`: header, timeline, analysis."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
     parts: list[RenderableType] = []
     header = Text()
     header.append(doc["filename"], style="bold")
@@ -208,6 +231,9 @@ def document_detail(doc: dict[str, Any]) -> RenderableType:
 
 
 def analysis_parts(analysis: dict[str, Any]) -> list[RenderableType]:
+    from rich.padding import Padding
+    from rich.text import Text
+
     parts: list[RenderableType] = [Text("\nSummary", style="bold")]
     parts.append(Padding(Text(analysis.get("summary", "")), (0, 0, 0, 2)))
     topics = analysis.get("key_topics") or []
@@ -292,6 +318,8 @@ class Board:
     @staticmethod
     def stage_time(row: Row, stage: str, now: datetime) -> Text:
         """How long the row spent in `stage` (still counting if it is there now)."""
+        from rich.text import Text
+
         for i, (name, started) in enumerate(row.stages):
             if name != stage:
                 continue
@@ -327,6 +355,8 @@ class Board:
         return [r for r in newest if r.document_id in shown], folded
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
         width = options.max_width
         height = options.height or options.max_height
         caption = self.connection_note or ("waiting for events…" if not self.rows else None)
@@ -408,6 +438,8 @@ def _board_columns(width: int) -> list[_Column]:
 
 
 def _board_line(columns: list[_Column], cells: list[Text]) -> Text:
+    from rich.text import Text
+
     line = Text()
     for column, cell in zip(columns, cells, strict=True):
         cell = cell.copy()
@@ -421,6 +453,8 @@ def _board_line(columns: list[_Column], cells: list[Text]) -> Text:
 
 def outcome_line(row: Row) -> Text:
     """The one-line result of a document that reached the end (`upload --wait`)."""
+    from rich.text import Text
+
     text = Text.assemble(
         (row.status, STATUS_STYLE.get(row.status, "")), f"  {row.filename}  {row.document_id}"
     )

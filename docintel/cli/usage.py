@@ -14,15 +14,22 @@ under the usage line. Here, once for every command:
 
 Commands keep declaring plain `typer.Option`/`typer.Argument`s; a `metavar=`
 there names the value (`metavar="SECONDS"`), brackets and dots are added here.
+
+A group's commands can also be `Lazy`: named with the module and function
+that implement them, imported only when the command is looked up (to run it,
+or to list it in `--help`), so that `docintel list` does not pay for importing
+and building `upload`, `watch` and the rest.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import typer
 
@@ -31,6 +38,8 @@ import typer
 from typer import _click
 from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.main import get_command_from_info
+from typer.models import CommandInfo
 
 from docintel.cli import render
 
@@ -143,13 +152,77 @@ def write_params(
                 formatter.write_dl(rows)
 
 
+@dataclass(frozen=True)
+class Lazy:
+    """A command by where it is: `target` is "package.module:function"."""
+
+    target: str
+    rich_help_panel: str | None = None  # its section in the group's help
+
+
+class LazyCommands(MutableMapping[str, _click.Command]):
+    """A group's commands by name, in order; a `Lazy` one is imported and built
+    (as Typer builds a registered command) the first time it is looked up.
+
+    Listing the names (`list_commands`, `in`) imports nothing.
+    """
+
+    def __init__(
+        self,
+        commands: Mapping[str, _click.Command | Lazy],
+        build: Callable[[str, Lazy], _click.Command],
+    ) -> None:
+        self._commands = dict(commands)
+        self._build = build
+
+    def __getitem__(self, name: str) -> _click.Command:
+        command = self._commands[name]
+        if isinstance(command, Lazy):
+            command = self._commands[name] = self._build(name, command)
+        return command
+
+    def __setitem__(self, name: str, command: _click.Command) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
 class Group(TyperGroup):
     """The `docintel` command itself: commands listed in sections (their
-    `rich_help_panel`), their summaries whole, and every usage error one line."""
+    `rich_help_panel`), their summaries whole, and every usage error one line.
+
+    A subclass names its `lazy_commands`; they follow the registered ones.
+    """
+
+    lazy_commands: ClassVar[Mapping[str, Lazy]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         name_values(self.params)
+        self.commands = LazyCommands({**self.commands, **self.lazy_commands}, self._build)
+
+    def _build(self, name: str, lazy: Lazy) -> _click.Command:
+        module, _, function = lazy.target.partition(":")
+        info = CommandInfo(
+            name=name,
+            cls=Command,
+            callback=getattr(importlib.import_module(module), function),
+            rich_help_panel=lazy.rich_help_panel,
+        )
+        # Typer's default; it only matters for Rich tracebacks, which are off.
+        return get_command_from_info(
+            info, pretty_exceptions_short=True, rich_markup_mode=self.rich_markup_mode
+        )
 
     def format_options(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
         write_params(self, ctx, formatter)

@@ -9,14 +9,15 @@ import peewee
 
 from docintel.core.db import database
 
-PENDING = "pending"
-PROCESSING = "processing"
-ANALYZING = "analyzing"
-COMPLETED = "completed"
-FAILED = "failed"
-STATUSES = (PENDING, PROCESSING, ANALYZING, COMPLETED, FAILED)
-TERMINAL = (COMPLETED, FAILED)
-IN_FLIGHT = (PROCESSING, ANALYZING)
+# Re-exported: the statuses live in a module without imports, for the CLI.
+from docintel.core.statuses import ANALYZING as ANALYZING
+from docintel.core.statuses import COMPLETED as COMPLETED
+from docintel.core.statuses import FAILED as FAILED
+from docintel.core.statuses import IN_FLIGHT as IN_FLIGHT
+from docintel.core.statuses import PENDING as PENDING
+from docintel.core.statuses import PROCESSING as PROCESSING
+from docintel.core.statuses import STATUSES as STATUSES
+from docintel.core.statuses import TERMINAL as TERMINAL
 
 
 class BaseModel(peewee.Model):

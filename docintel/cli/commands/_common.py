@@ -1,16 +1,21 @@
-"""What every client command shares: the error path and the client."""
+"""What every client command shares: the error path and the client.
+
+Command modules are imported to list them in `--help`: they import httpx
+(client.py, logins.py), Rich and the core inside the functions that run.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from docintel.cli import render
-from docintel.cli.client import Client, ClientError, check_url
-from docintel.cli.logins import InvalidServerURL, load_login
+
+if TYPE_CHECKING:
+    from docintel.cli.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +46,8 @@ def handles_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from docintel.cli.client import ClientError
+
         try:
             return func(*args, **kwargs)
         except ClientError as exc:
@@ -55,6 +62,9 @@ def handles_errors(func: F) -> F:
 def client(url: str | None = None, **kwargs: Any) -> Client:
     """A client for `url` (--url/DOCINTEL_URL, else the default server) with the
     login stored for that very server, or DOCINTEL_TOKEN."""
+    from docintel.cli.client import Client, check_url
+    from docintel.cli.logins import InvalidServerURL, load_login
+
     try:
         login = load_login(url)
     except InvalidServerURL as exc:

@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.rule import Rule
 
 from docintel.cli import render
 from docintel.cli.commands._common import JsonOption, fail, handles_errors
 from docintel.cli.commands.upload import expand
-from docintel.core.analysis import build_analyzer, describe_choice
-from docintel.core.config import ConfigError, Settings
-from docintel.core.errors import DocintelError
-from docintel.core.pipeline import analyze_file
+
+if TYPE_CHECKING:
+    from docintel.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +34,9 @@ def analyze(
 
     Example: docintel analyze --json notes/*.txt | jq -r .analysis.sentiment
     """
+    # The analysis core (pydantic, the analyzers) is imported only to analyse.
+    from docintel.core.config import ConfigError, Settings
+
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -55,6 +56,10 @@ def analyze(
 async def _analyze_all(
     paths: list[Path], settings: Settings, name: str | None
 ) -> list[tuple[dict[str, Any] | None, dict[str, str] | None]]:
+    from docintel.core.analysis import build_analyzer, describe_choice
+    from docintel.core.errors import DocintelError
+    from docintel.core.pipeline import analyze_file
+
     chosen = build_analyzer(settings, name)
     render.note(f"docintel: analysing with {describe_choice(settings, name)}")
     results: list[tuple[dict[str, Any] | None, dict[str, str] | None]] = []
@@ -86,6 +91,8 @@ def _show(
         record.update({"analysis": analysis} if analysis else {"error": error})
         render.json_line(record)
         return
+    from rich.rule import Rule
+
     console = render.out()
     if analysis:
         console.print(Rule(render.escape(path), align="left", style="green"))

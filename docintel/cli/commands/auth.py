@@ -8,16 +8,7 @@ from typing import Annotated
 import typer
 
 from docintel.cli import render
-from docintel.cli.client import Client, check_url
 from docintel.cli.commands._common import JsonOption, UrlOption, handles_errors
-from docintel.cli.logins import (
-    DEFAULT_URL,
-    InvalidServerURL,
-    Login,
-    forget_login,
-    read_logins,
-    save_login,
-)
 
 
 @handles_errors
@@ -36,6 +27,9 @@ def login(
 
     Example: docintel login --url localhost:8000 -u demo
     """
+    from docintel.cli.client import Client
+    from docintel.cli.logins import DEFAULT_URL, Login, read_logins, save_login
+
     logins = read_logins()
     with Client(url or logins.default or DEFAULT_URL) as api:
         # Checked before prompting: a password is never typed for, or sent to,
@@ -83,6 +77,9 @@ def logout(
 
     Example: docintel logout --url localhost:8000
     """
+    from docintel.cli.client import check_url
+    from docintel.cli.logins import InvalidServerURL, forget_login
+
     try:
         gone = forget_login(url, everything=all_)
     except InvalidServerURL as exc:

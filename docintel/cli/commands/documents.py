@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from docintel.cli import render
-from docintel.cli.client import ApiError
 from docintel.cli.commands._common import JsonOption, UrlOption, client, fail, handles_errors
-from docintel.core.models import STATUSES
+from docintel.core.statuses import STATUSES
 
 
 def check_statuses(values: list[str] | None) -> list[str]:
@@ -126,6 +125,8 @@ def delete(
 
     Example: docintel delete 6db7e49a 0aab7c20 --yes
     """
+    from docintel.cli.client import ApiError
+
     if not yes:
         noun = "this document" if len(document_ids) == 1 else f"these {len(document_ids)} documents"
         try:

@@ -6,21 +6,16 @@ import glob
 import math
 from pathlib import Path
 from time import sleep
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
 from docintel.cli import render
-from docintel.cli.client import Client, RateLimited
 from docintel.cli.commands._common import JsonOption, UrlOption, client, handles_errors
 from docintel.cli.commands.watch import follow
+
+if TYPE_CHECKING:
+    from docintel.cli.client import Client, RateLimited
 
 #: After a 429, each file is sent again at most this many times…
 MAX_RETRIES = 3
@@ -150,6 +145,14 @@ class _Bar:
     """
 
     def __init__(self, name: str, total: int, *, shown: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
         self.total = total
         self._percent = -1
         self._progress = Progress(
@@ -193,6 +196,8 @@ def _send(api: Client, path: Path, pacing: _Pacing, *, bars: bool) -> dict[str, 
     Always returns an upload result (`{"documents", "errors"}`): a file the
     server would still not take, or that cannot be read here, is a rejection.
     """
+    from docintel.cli.client import RateLimited
+
     try:
         size = path.stat().st_size
     except OSError as exc:  # unreadable here: the server never saw it

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.live import Live
 
 from docintel.cli import render
-from docintel.cli.client import Client, NotFound
 from docintel.cli.commands._common import JsonOption, UrlOption, client, handles_errors
 from docintel.cli.commands.documents import StatusOption
+
+if TYPE_CHECKING:
+    from docintel.cli.client import Client
 
 SEED_ROWS = 15  # recent documents shown when `watch` starts without ids
 
@@ -58,6 +59,8 @@ def follow(
                 return
 
     if live:
+        from rich.live import Live
+
         with Live(board, console=render.out(), refresh_per_second=4, auto_refresh=True) as screen:
             consume()
             screen.refresh()
@@ -71,6 +74,8 @@ def full_ids(api: Client, document_ids: Sequence[str]) -> list[str]:
     An ambiguous or too short prefix ends the command with the server's answer;
     an unknown id is kept as given, and the stream reports it gone.
     """
+    from docintel.cli.client import NotFound
+
     resolved = []
     for doc_id in document_ids:
         try:
