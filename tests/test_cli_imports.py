@@ -23,6 +23,7 @@ from typer.core import TyperArgument, TyperOption
 
 from docintel.cli.app import app
 from docintel.cli.coercion import NOT_PLAIN, plain_value
+from tests.conftest import free_port
 
 #: Never imported by the CLI's client side: the server, the database, the ORM.
 SERVER_SIDE = (
@@ -98,9 +99,9 @@ def test_a_command_s_help_imports_no_server_and_no_database(command: str, tmp_pa
 def test_a_client_command_imports_no_server_no_database_and_no_pydantic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Port 9 (discard) on loopback: nothing answers, the command fails with exit 3.
+    # A free port on loopback: nothing answers, the command fails with exit 3.
     monkeypatch.setenv("DOCINTEL_TOKEN", "a-token")
-    modules = modules_after(["list", "--json", "--url", "127.0.0.1:9"], tmp_path)
+    modules = modules_after(["list", "--json", "--url", f"127.0.0.1:{free_port()}"], tmp_path)
     assert "docintel.cli.client" in modules and "httpx" in modules
     assert loaded(modules, SERVER_SIDE + HEAVY) == []
 
