@@ -12,6 +12,7 @@ import importlib
 import time
 
 BENCHMARKS = {
+    "cli_startup": "docintel --version / --help / list --json start-up vs python -c pass",
     "fanout": "commit -> client latency, many streams vs one",
     "healthz_latency": "/healthz latency idle vs while large PDFs are parsed",
     "memory": "server RSS under large uploads and idle streams, vs bare ASGI apps",

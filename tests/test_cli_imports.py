@@ -13,16 +13,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import typer
-from typer._click import Context
-from typer._coercion import build_runtime_param
-from typer.core import TyperArgument, TyperOption
 
-from docintel.cli.app import app
-from docintel.cli.coercion import NOT_PLAIN, plain_value
 from tests.conftest import free_port
 
 #: Never imported by the CLI's client side: the server, the database, the ORM.
@@ -34,9 +27,8 @@ SERVER_SIDE = (
     "docintel.core.db",
     "docintel.server",
 )
-#: Not imported either where no command needs them: the analysis core, and
-#: Pydantic (Typer's coercion, see docintel/cli/coercion.py).
-HEAVY = ("pydantic", "docintel.core.analysis", "docintel.core.pipeline")
+#: Not imported either where no command needs them: the analysis core.
+HEAVY = ("docintel.core.analysis", "docintel.core.pipeline")
 
 RUN = """
 import json, sys
@@ -96,7 +88,7 @@ def test_a_command_s_help_imports_no_server_and_no_database(command: str, tmp_pa
     assert loaded(modules, SERVER_SIDE + HEAVY) == []
 
 
-def test_a_client_command_imports_no_server_no_database_and_no_pydantic(
+def test_a_client_command_imports_no_server_no_database_and_no_analysis(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A free port on loopback: nothing answers, the command fails with exit 3.
@@ -104,49 +96,3 @@ def test_a_client_command_imports_no_server_no_database_and_no_pydantic(
     modules = modules_after(["list", "--json", "--url", f"127.0.0.1:{free_port()}"], tmp_path)
     assert "docintel.cli.client" in modules and "httpx" in modules
     assert loaded(modules, SERVER_SIDE + HEAVY) == []
-
-
-# --- coercion.py gives what Typer's own coercion gives ---------------------------------
-
-
-def params() -> dict[str, TyperArgument | TyperOption]:
-    """Parameters of the real commands, one of each kind: `command.name`."""
-    group = typer.main.get_command(app)
-    found = {}
-    for command_name in ("list", "serve", "watch", "delete", "upload", "show"):
-        command = group.commands[command_name]  # type: ignore[attr-defined]
-        for param in command.params:
-            found[f"{command_name}.{param.name}"] = param
-    return found
-
-
-VALUES = {
-    "list.limit": ["50", "1", "500", "007", "0", "501", "-1", "abc", " 5", "5 ", "1_0", "٣", 50],
-    "list.limit/extreme": ["", "9" * 30, "+5", "5.0"],
-    "serve.port": ["8080", "0", "65536", "-1", "x", 8000],
-    "watch.since": ["0", "12", "-1"],
-    "list.url": ["localhost:8000", "", "[x] café", "  spaced  "],
-    "list.status": [("failed",), ("pending", "failed"), (), ["completed"]],
-    "delete.document_ids": [("6db7e49a", "0aab7c20"), ("a",)],
-    "list.json_": [True, False, "true", "0"],
-    "upload.max_wait": ["60", "1.5", 60, "-1"],
-    "show.document_id": ["6db7e49a", "[red]x"],
-}
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [(name.partition("/")[0], value) for name, values in VALUES.items() for value in values],
-)
-def test_plain_values_are_coerced_as_typer_coerces_them(name: str, value: Any) -> None:
-    param = params()[name]
-    ctx = Context(typer.main.get_command(app))
-    plain = plain_value(param.type_descriptor, value)
-    try:
-        expected = build_runtime_param(param.type_descriptor).coerce(value, param=param, ctx=ctx)
-    except Exception:
-        assert plain is NOT_PLAIN  # an invalid value is left to Typer, for its message
-        return
-    if plain is not NOT_PLAIN:
-        assert plain == expected
-        assert type(plain) is type(expected)

@@ -42,7 +42,6 @@ from typer.main import get_command_from_info
 from typer.models import CommandInfo
 
 from docintel.cli import render
-from docintel.cli.coercion import plain_first
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,7 +125,6 @@ class Command(TyperCommand):
         write_params(self, ctx, formatter)
 
     def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
-        plain_first(self.get_params(ctx))  # see coercion.py
         try:
             return super().parse_args(ctx, args)
         except UsageError as exc:
@@ -246,7 +244,6 @@ class Group(TyperGroup):
                 formatter.write_dl(rows)
 
     def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
-        plain_first(self.get_params(ctx))  # see coercion.py
         try:
             return super().parse_args(ctx, args)
         except UsageError as exc:
