@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 from typing import Literal, cast
 
 from pydantic import BaseModel
 
 from docintel.core.analysis import AnalysisResult
-from docintel.core.events import Event
+from docintel.core.events import ANALYSIS_FIELDS, Event
 from docintel.core.models import Document, StatusEvent
 
 Status = Literal["pending", "processing", "analyzing", "completed", "failed"]
@@ -140,6 +141,33 @@ class StreamEvent(BaseModel):
         )
 
 
+def encode_stream_event(e: Event) -> str:
+    """`StreamEvent.of(e).model_dump_json(exclude_none=True)`, without building the model.
+
+    A replay encodes every event of the log it sends (100k for a large one);
+    building a StreamEvent and an AnalysisResult per event was the encoder's
+    whole cost. The events come from our own log, written by queue.py through
+    the same models, so there is nothing to validate: this writes the same
+    JSON (same keys, order, separators and escapes; a test compares the two).
+    """
+    out: dict[str, object] = {
+        "document_id": e.document_id,
+        "status": e.status,
+        "timestamp": e.at,
+        "filename": e.filename,
+    }
+    if e.detail:
+        out["detail"] = e.detail
+    if e.error:
+        out["error"] = e.error
+    if e.analysis:
+        out["analysis"] = {key: e.analysis[key] for key in ANALYSIS_FIELDS}
+    return _dumps(out)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 class EventEncoder:
     """Encodes each event once, however many streams send it (by id, recent ones kept)."""
 
@@ -150,7 +178,7 @@ class EventEncoder:
     def __call__(self, event: Event) -> str:
         encoded = self._encoded.get(event.id)
         if encoded is None:
-            encoded = StreamEvent.of(event).model_dump_json(exclude_none=True)
+            encoded = encode_stream_event(event)
             self._encoded[event.id] = encoded
             if len(self._encoded) > self.size:
                 self._encoded.popitem(last=False)
