@@ -146,9 +146,12 @@ def test_claim_next_uses_an_index(database: Path) -> None:
 
 
 def test_the_list_filter_uses_the_owner_status_index(database: Path) -> None:
-    for _sql, plan in plans_of(lambda: list_documents("alice", ["pending"])):
-        assert any("document_owner_status_seq (owner=? AND status=?)" in x for x in plan), plan
-        assert not any("TEMP B-TREE" in line for line in plan), plan  # no sort for one status
+    (_, page), (total_sql, total) = plans_of(lambda: list_documents("alice", ["pending"]))
+    assert any("document_owner_status_seq (owner=? AND status=?)" in x for x in page), page
+    assert not any("TEMP B-TREE" in line for line in page), page  # no sort for one status
+    # The total reads the kept counts: a primary-key search, not a count of rows.
+    assert '"document_count"' in total_sql
+    assert total == ["SEARCH t1 USING PRIMARY KEY (owner=? AND status=?)"], total
 
 
 def test_the_plan_check_catches_a_table_scan(database: Path) -> None:
@@ -215,6 +218,76 @@ def test_the_stream_encoding_is_the_schemas(text: str) -> None:
         json.loads(expected)
 
 
+def assert_totals_are_counts() -> None:
+    for owner in USERS:
+        for statuses in [[], *([s] for s in PATHS), ["completed", "failed"]]:
+            where = "owner = ?" + (
+                f" AND status IN ({','.join('?' * len(statuses))})" if statuses else ""
+            )
+            (count,) = next(
+                iter(db.execute(f"SELECT COUNT(*) FROM document WHERE {where}", (owner, *statuses)))
+            )
+            assert list_documents(owner, statuses, 1)[1] == count, (owner, statuses)
+
+
+def test_the_totals_follow_every_status_change(tmp_path: Path) -> None:
+    db.connect(tmp_path / "docintel.db")
+    try:
+        for i in range(12):
+            queue.enqueue(
+                queue.NewDocument(f"{i:032x}", USERS[i % 3], "f.txt", "f.txt", 1, "text/plain", "")
+            )
+        assert_totals_are_counts()
+        claimed = [queue.claim_next() for _ in range(6)]
+        assert all(claimed)
+        assert_totals_are_counts()
+        first, second, third, fourth = (d.id for d in claimed[:4] if d is not None)
+        assert queue.transition(first, ["processing"], "analyzing")
+        assert queue.transition(second, ["processing"], "failed", error="broken")
+        assert queue.transition(
+            first,
+            ["analyzing"],
+            "completed",
+            analysis=dict(
+                summary="s",
+                key_topics=[],
+                sentiment="neutral",
+                action_items=[],
+                analyzer="offline",
+                model="m",
+            ),
+        )
+        assert_totals_are_counts()
+        queue.release([third])
+        queue.requeue_interrupted()
+        assert_totals_are_counts()
+        from docintel.core.models import Document
+
+        Document.get(Document.id == fourth).delete_instance()
+        Document.get(Document.id == first).delete_instance()
+        assert_totals_are_counts()
+    finally:
+        db.database.close()
+
+
+def test_m004_counts_the_documents_of_an_existing_database(tmp_path: Path) -> None:
+    path = tmp_path / "docintel.db"
+    populate(path, 300)
+    db.connect(path)
+    try:
+        for trigger in ("insert", "delete", "update"):  # as before m004
+            db.execute(f"DROP TRIGGER document_count_{trigger}")
+        db.execute("DROP TABLE document_count")
+        db.execute("DELETE FROM migrations WHERE name = 'm004_document_count'")
+    finally:
+        db.database.close()
+    db.connect(path)
+    try:
+        assert_totals_are_counts()
+    finally:
+        db.database.close()
+
+
 def test_m003_applies_to_an_existing_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db.database.init(str(path), pragmas=db.PRAGMAS)
@@ -232,7 +305,7 @@ def test_m003_applies_to_an_existing_database(tmp_path: Path) -> None:
         indexes = {row[1] for row in db.execute("PRAGMA index_list(document)")}
         assert {"document_owner_status_seq", "document_status_seq"} <= indexes
         applied = {row[0] for row in db.execute("SELECT name FROM migrations")}
-        assert "m003_document_owner_status_seq" in applied
+        assert applied == {m.__name__ for m in db.MIGRATIONS}
     finally:
         db.database.close()
     db.connect(path)  # and again: nothing to do

@@ -175,10 +175,45 @@ def m003_document_owner_status_seq() -> None:
         execute("ANALYZE document_owner_status_seq")
 
 
+def m004_document_count() -> None:
+    # The list's total: counting the matching index entries grows with them
+    # (2-6 ms for 23k of one user's 33k documents at 100k, more for a user who
+    # owns them all). Triggers keep a count per (owner, status) instead, so a
+    # total is a sum of at most five rows whatever the size. Every insert,
+    # delete and status change of a document already touches the table: the
+    # triggers add one small write to it, in the same transaction.
+    statements = [
+        """CREATE TABLE document_count (
+            owner TEXT NOT NULL,
+            status TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (owner, status)
+        ) WITHOUT ROWID""",
+        """INSERT INTO document_count (owner, status, n)
+            SELECT owner, status, COUNT(*) FROM document GROUP BY owner, status""",
+        """CREATE TRIGGER document_count_insert AFTER INSERT ON document BEGIN
+            INSERT INTO document_count (owner, status, n) VALUES (NEW.owner, NEW.status, 1)
+                ON CONFLICT (owner, status) DO UPDATE SET n = n + 1;
+        END""",
+        """CREATE TRIGGER document_count_delete AFTER DELETE ON document BEGIN
+            UPDATE document_count SET n = n - 1 WHERE owner = OLD.owner AND status = OLD.status;
+        END""",
+        """CREATE TRIGGER document_count_update AFTER UPDATE OF owner, status ON document
+            WHEN NEW.owner IS NOT OLD.owner OR NEW.status IS NOT OLD.status BEGIN
+            UPDATE document_count SET n = n - 1 WHERE owner = OLD.owner AND status = OLD.status;
+            INSERT INTO document_count (owner, status, n) VALUES (NEW.owner, NEW.status, 1)
+                ON CONFLICT (owner, status) DO UPDATE SET n = n + 1;
+        END""",
+    ]
+    for sql in statements:
+        execute(sql)
+
+
 MIGRATIONS: list[Callable[[], None]] = [
     m001_initial,
     m002_document_owner_id,
     m003_document_owner_status_seq,
+    m004_document_count,
 ]
 
 
