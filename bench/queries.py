@@ -230,7 +230,7 @@ def plans(db_path: Path) -> list[tuple[str, str, list[str]]]:
 
 
 _COLUMNS = re.compile(r"SELECT (?!COUNT|1 )[^()]*? FROM")  # a column list, shortened
-_RETURNING = re.compile(r" RETURNING .*")
+_RETURNING = re.compile(r" RETURNING .*")  # a claim's returned columns, likewise
 
 
 def print_plans(found: list[tuple[str, str, list[str]]]) -> None:
@@ -238,7 +238,8 @@ def print_plans(found: list[tuple[str, str, list[str]]]) -> None:
     for what, sql, plan in found:
         if not plan:
             continue  # an INSERT: nothing to plan
-        print(f"   {what}: {_COLUMNS.sub('SELECT … FROM', sql)}")
+        shown = _RETURNING.sub(" RETURNING …", _COLUMNS.sub("SELECT … FROM", sql))
+        print(f"   {what}: {shown}")
         for line in plan:
             flag = db.is_full_scan(line)
             unindexed += flag

@@ -211,6 +211,7 @@ def test_the_stream_encoding_is_the_schemas(text: str) -> None:
         ("pending", text, None, None),
         ("failed", None, text, None),
         ("completed", text, None, analysis),
+        ("completed", None, None, {**analysis, "key_topics": [], "action_items": []}),
     ]:
         event = Event(1, "a", "d" + text, text, status, text, detail, error, result)
         expected = StreamEvent.of(event).model_dump_json(exclude_none=True)
