@@ -44,6 +44,18 @@ class Document(BaseModel):
         table_name = "document"
 
 
+class DocumentCount(BaseModel):
+    """How many documents an owner has in a status; kept by triggers (db.m004)."""
+
+    owner = peewee.CharField()
+    status = peewee.CharField()
+    n = peewee.IntegerField()
+
+    class Meta:
+        table_name = "document_count"
+        primary_key = peewee.CompositeKey("owner", "status")
+
+
 class StatusEvent(BaseModel):
     """One status transition; the id orders the log and is the SSE event id."""
 
