@@ -113,10 +113,10 @@ async def time_list(data_dir: Path, statuses: list[str], rounds: int) -> tuple[f
     await service.db.open()
     try:
         times = []
-        _, total = await service.list("alice", statuses, 50, 0)  # warm the cache
+        _, total = (await service.list("alice", statuses, 50, 0)).value  # warm the cache
         for _ in range(rounds):
             start = time.perf_counter()
-            _, total = await service.list("alice", statuses, 50, 0)
+            _, total = (await service.list("alice", statuses, 50, 0)).value
             times.append((time.perf_counter() - start) * 1000)
         return statistics.median(times), total
     finally:

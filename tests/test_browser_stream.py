@@ -257,3 +257,74 @@ def test_a_page_refreshes_its_token_when_the_stream_says_reauth_and_misses_nothi
         assert statuses == ["pending", "processing", "analyzing", "completed"], document_id
     ids = [e["id"] for e in got]
     assert ids == sorted(set(ids))
+
+
+NEXT = {"pending": "processing", "processing": "analyzing", "analyzing": "completed"}
+
+LIST_THEN_STREAM = """
+async ([token]) => {
+  const answer = await fetch('/documents?limit=500', {headers: {Authorization: 'Bearer ' + token}});
+  const body = await answer.json();
+  window.listed = body.items;
+  window.listedAt = Number(answer.headers.get('X-Last-Event-ID'));
+  window.got = [];
+  const es = new EventSource('/documents/stream?access_token=' + encodeURIComponent(token)
+    + '&last_event_id=' + window.listedAt);
+  es.addEventListener('status', (e) => {
+    window.got.push({id: Number(e.lastEventId), ...JSON.parse(e.data)});
+  });
+  return body.last_event_id === window.listedAt;
+}
+"""
+
+
+def test_a_list_then_a_stream_from_its_event_id_misses_nothing(
+    make_server: Any, browser_page: Any
+) -> None:
+    server: ServerProcess = make_server({"DOCINTEL_ANALYZER": "offline"})
+    documents: list[str] = []
+    with server.client() as alice:
+        token = alice.headers["Authorization"].split()[1]
+        stop = threading.Event()
+
+        def keep_uploading() -> None:
+            n = 0
+            while not stop.is_set():
+                [doc] = upload(alice, (f"d{n}.txt", b"A document. Another one.")).json()[
+                    "documents"
+                ]
+                documents.append(doc["id"])
+                n += 1
+                time.sleep(0.05)
+
+        uploader = threading.Thread(target=keep_uploading)
+        uploader.start()
+        try:
+            time.sleep(1.0)  # documents in every stage when the page lists them
+            browser_page.goto(server.url + "/healthz")
+            assert browser_page.evaluate(LIST_THEN_STREAM, [token])
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            uploader.join()
+        final = wait_terminal(alice, documents)
+    wait_page(
+        browser_page,
+        "window.got.filter(e => e.status == 'completed' || e.status == 'failed').length >= "
+        f"{len(documents)} - window.listed.filter(d => d.status == 'completed').length",
+    )
+    time.sleep(0.5)
+    listed = {d["id"]: d["status"] for d in browser_page.evaluate("window.listed")}
+    listed_at = browser_page.evaluate("window.listedAt")
+    got = browser_page.evaluate("window.got")
+    assert all(e["id"] > listed_at for e in got)
+    assert [e["id"] for e in got] == sorted({e["id"] for e in got})
+    assert 0 < len(listed) < len(documents)  # the list caught the uploads midway
+    for document_id in documents:
+        streamed = [e["status"] for e in got if e["document_id"] == document_id]
+        # The list's state, then every later step exactly once: the final state.
+        state = listed.get(document_id)
+        for status in streamed:
+            assert status == (NEXT[state] if state else "pending"), (document_id, listed, streamed)
+            state = status
+        assert state == final[document_id]["status"], document_id

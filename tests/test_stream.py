@@ -308,3 +308,25 @@ def test_guard_passes_on_cancellation_that_is_not_its_own() -> None:
         assert task.cancelled()
 
     asyncio.run(run())
+
+
+def test_a_list_and_a_detail_say_which_event_they_reflect(offline_server: ServerProcess) -> None:
+    with offline_server.client() as alice:
+        token = alice.headers["Authorization"].split()[1]
+        [first] = upload(alice, ("first.txt", b"The first document. More.")).json()["documents"]
+        wait_terminal(alice, [first["id"]])
+        listed = alice.get("/documents")
+        position = int(listed.headers["X-Last-Event-ID"])
+        assert listed.json()["last_event_id"] == position
+        detail = alice.get(f"/documents/{first['id']}")
+        assert int(detail.headers["X-Last-Event-ID"]) == position  # nothing happened since
+        [second] = upload(alice, ("second.txt", b"The second document. More.")).json()["documents"]
+        wait_terminal(alice, [second["id"]])
+    after = read_events(
+        offline_server, token, params={"last_event_id": position},
+        until=lambda es: es[-1]["data"]["status"] == "completed",
+    )  # fmt: skip
+    # Exactly what changed after the list: the second document's four steps.
+    assert [(e["data"]["document_id"], e["data"]["status"]) for e in after] == [
+        (second["id"], s) for s in ("pending", "processing", "analyzing", "completed")
+    ]

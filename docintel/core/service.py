@@ -10,10 +10,10 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import peewee
 
@@ -29,6 +29,7 @@ from docintel.core.storage import Storage, safe_name
 from docintel.core.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ID_LENGTH = 32  # uuid4().hex
 MIN_ID_PREFIX = 4
@@ -119,11 +120,11 @@ class DocumentService:
 
     async def list(
         self, owner: str, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
-    ) -> tuple[list[Document], int]:
-        return await self.db.run(list_documents, owner, statuses, limit, offset)
+    ) -> Page:
+        return await self.db.run(_as_of_now, list_documents, owner, statuses, limit, offset)
 
-    async def get(self, owner: str, document_id: str) -> DocumentDetail:
-        return await self.db.run(document_detail, owner, document_id)
+    async def get(self, owner: str, document_id: str) -> Snapshot[DocumentDetail]:
+        return await self.db.run(_as_of_now, document_detail, owner, document_id)
 
     async def status(self, owner: str, document_id: str) -> Document:
         return await self.db.run(_owned, owner, document_id)
@@ -152,6 +153,26 @@ class DocumentService:
         """Events of the owner's documents with id > after, then live ones, until shutdown
         (or `time.monotonic()` reaches `until`)."""
         return self.feed.follow(owner, after, document_ids, until)
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[T]):
+    """What a read returned, and the last event id it reflects.
+
+    Reads and writes run one at a time on the database thread, so nothing is
+    committed between the read and `last_id`: a client that streams from that
+    id gets exactly the changes after what it read, nothing missed or repeated.
+    """
+
+    value: T
+    last_event_id: int
+
+
+Page = Snapshot[tuple[list[Document], int]]
+
+
+def _as_of_now(read: Callable[..., T], *args: Any) -> Snapshot[T]:
+    return Snapshot(read(*args), events.last_id())
 
 
 def list_documents(

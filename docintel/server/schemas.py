@@ -7,7 +7,7 @@ import json
 import json.encoder
 from typing import Literal, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from docintel.core.analysis import AnalysisResult
 from docintel.core.events import Event
@@ -98,6 +98,9 @@ class DocumentsPublic(BaseModel):
     total: int
     limit: int
     offset: int
+    last_event_id: int = Field(
+        description="The event this list reflects: stream after it to miss nothing."
+    )
 
 
 class DocumentStatus(BaseModel):

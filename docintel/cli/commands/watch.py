@@ -118,13 +118,15 @@ def watch(
     board = render.Board()
     with client(url) as api:
         ids = full_ids(api, ids)
-        if live and not ids and since is None:
-            recent = api.list(status or [], SEED_ROWS)["items"]
-            for doc in reversed(recent):  # oldest first, as events would add them
-                board.seed(doc)
         # With ids, replay their history from the start: a document that has
         # already ended is reported at once. Without, follow from now on.
         after = since if since is not None else (0 if ids else None)
+        if live and not ids and since is None:
+            page = api.list(status or [], SEED_ROWS)
+            for doc in reversed(page["items"]):  # oldest first, as events would add them
+                board.seed(doc)
+            # Stream from the event the list reflects: nothing missed in between.
+            after = page.get("last_event_id")
         follow(api, board, ids, after=after, json_=as_json, live=live, statuses=status or [])
     if ids and any(board.rows[i].status != "completed" for i in ids if i in board.rows):
         raise typer.Exit(1)

@@ -35,6 +35,7 @@ from docintel.server.schemas import (
 from docintel.server.uploads import UploadReceiver
 
 log = logging.getLogger(__name__)
+LAST_EVENT_ID = "X-Last-Event-ID"  # the event a listing reflects
 router = APIRouter(prefix="/documents", tags=["documents"])
 # A route taking an id takes a unique prefix of it too (at least 4 characters).
 ID_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -138,25 +139,38 @@ def _status_for_rejections(receiver: UploadReceiver) -> int:
 
 @router.get("", response_model=DocumentsPublic)
 async def list_documents(
+    response: Response,
     user: CurrentUser,
     service: ServiceDep,
     status_: Annotated[list[Status], Query(alias="status")] = [],  # noqa: B006 (FastAPI copies it)
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> DocumentsPublic:
-    """List your documents, newest first."""
-    items, total = await service.list(user, status_, limit, offset)
+    """List your documents, newest first.
+
+    `last_event_id` (also the `X-Last-Event-ID` header) is the event the list
+    reflects: stream from it to get exactly what changed after.
+    """
+    page = await service.list(user, status_, limit, offset)
+    items, total = page.value
+    response.headers[LAST_EVENT_ID] = str(page.last_event_id)
     return DocumentsPublic(
-        items=[DocumentPublic.of(d) for d in items], total=total, limit=limit, offset=offset
+        items=[DocumentPublic.of(d) for d in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+        last_event_id=page.last_event_id,
     )
 
 
 @router.get("/{document_id}", response_model=DocumentDetailPublic, responses=ID_ERRORS)
 async def get_document(
-    document_id: DocumentId, user: CurrentUser, service: ServiceDep
+    document_id: DocumentId, user: CurrentUser, service: ServiceDep, response: Response
 ) -> DocumentDetailPublic:
-    """One document with its status history and analysis."""
-    detail = await service.get(user, document_id)
+    """One document with its status history and analysis (`X-Last-Event-ID`: as of which event)."""
+    snapshot = await service.get(user, document_id)
+    detail = snapshot.value
+    response.headers[LAST_EVENT_ID] = str(snapshot.last_event_id)
     return DocumentDetailPublic(
         **DocumentPublic.of(detail.document).model_dump(),
         history=[HistoryEntry.of(e) for e in detail.history],
