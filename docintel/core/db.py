@@ -51,6 +51,11 @@ def execute(sql: str, params: tuple[Any, ...] = ()) -> Any:
     return database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
 
 
+def execute_many(sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """One statement for each row of parameters (a single call into sqlite3)."""
+    database.cursor().executemany(sql, rows)  # type: ignore[no-untyped-call]
+
+
 def migrate() -> None:
     execute(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -1,8 +1,10 @@
 """The asyncio worker pool: claims documents from the queue and runs the pipeline.
 
-One dispatcher loop claims documents one at a time (so they start in FIFO
-order) whenever a concurrency slot is free; each claimed document runs in its
-own named task. The dispatcher sleeps until a commit wakes it (`wake()`, an
+One dispatcher loop claims documents whenever concurrency slots are free: as
+many as there are free slots, oldest first, in one write (so they start in FIFO
+order, and a burst of uploads fills every slot in one database round trip, not
+one per slot); each claimed document runs in its own named task. The dispatcher
+sleeps until a commit or a finished document wakes it (the commit through an
 `on_commit` callback of the database), so an idle queue costs nothing and new
 work starts at once.
 """
@@ -16,7 +18,6 @@ import logging
 
 from docintel.core import queue
 from docintel.core.db import Database
-from docintel.core.models import Document
 from docintel.core.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class WorkerPool:
         db.on_commit.append(self._wake.set)
         self.pipeline = pipeline
         self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slot_freed = asyncio.Event()
         self._stop = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}  # document id → its task
@@ -74,29 +75,30 @@ class WorkerPool:
 
     async def _dispatch(self) -> None:
         while not self._stop.is_set():
-            await self._slots.acquire()
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
             try:
-                document = await self.db.write(queue.claim_next)
+                documents = await self.db.write(queue.claim, free)
             except Exception:
                 log.exception("could not claim from the queue; retrying")
-                document = None
-            if document is None:
-                self._slots.release()
+                documents = []
+            if not documents:
                 # Our own claim's commit set the flag. The database runs writes one
                 # at a time, so any commit after our claim wakes us after this line.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
                 continue
-            task = asyncio.create_task(self._process(document), name=f"docintel-doc-{document.id}")
-            self._running[document.id] = task
-            task.add_done_callback(functools.partial(self._forget, document.id))
+            for document in documents:
+                task = asyncio.create_task(
+                    self.pipeline.run(document), name=f"docintel-doc-{document.id}"
+                )
+                self._running[document.id] = task
+                task.add_done_callback(functools.partial(self._forget, document.id))
 
     def _forget(self, document_id: str, _: asyncio.Task[None]) -> None:
         self._running.pop(document_id, None)
-
-    async def _process(self, document: Document) -> None:
-        try:
-            await self.pipeline.run(document)
-        finally:
-            self._slots.release()
+        self._slot_freed.set()
