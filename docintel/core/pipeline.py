@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -32,13 +33,21 @@ class Pipeline:
         the result is dropped.
         """
         stage = PROCESSING
+        analysis: asyncio.Task[AnalysisResult] | None = None
         try:
             path = self.storage.path_for(document.id, document.stored_name)
             extracted = await extract(path, document.content_type, self.limits)
+            # The model starts on the text while `analyzing` is committed: neither
+            # waits for the other, so the write adds no round trip to the
+            # document's time. Nothing of the analysis is kept unless it committed.
+            analysis = asyncio.create_task(
+                self.analyzer.analyze(extracted.text, filename=document.filename),
+                name=f"docintel-analyze-{document.id}",
+            )
             if not await self._move(document.id, stage, ANALYZING, detail=extracted.describe()):
                 return
             stage = ANALYZING
-            result = await self.analyzer.analyze(extracted.text, filename=document.filename)
+            result = await analysis
             await self._move(
                 document.id,
                 stage,
@@ -58,6 +67,14 @@ class Pipeline:
                 FAILED,
                 error=f"Internal error while {stage} ({type(exc).__name__}); see the server log.",
             )
+        finally:
+            if analysis is not None and not analysis.done():
+                # Cancelled (document deleted, server stopping), dropped, or the
+                # write failed: the analysis must not run on alone.
+                analysis.cancel()
+                await asyncio.gather(analysis, return_exceptions=True)
+            elif analysis is not None and not analysis.cancelled():
+                analysis.exception()  # seen: the failure of a dropped document's analysis
 
     async def _move(self, document_id: str, current: str, status: str, **kwargs: object) -> bool:
         moved = await self.db.write(queue.transition, document_id, (current,), status, **kwargs)
