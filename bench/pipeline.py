@@ -252,7 +252,7 @@ def report(label: str, pipeline: list[Figure], baseline: list[Figure]) -> float:
 
 
 def main(tiny: bool = False) -> None:
-    count, offline_count, runs = (10, 6, 1) if tiny else (200, 60, 2)
+    count, offline_count, runs = (10, 6, 1) if tiny else (200, 60, 3)
     widths = (1, 4)
     fake, base_url = start_fake()
     try:
