@@ -117,3 +117,24 @@ def test_transition_is_compare_and_set(db: None) -> None:
     Document.get(Document.id == doc_id).delete_instance()
     assert not queue.transition(doc_id, ["analyzing"], "completed")
     assert StatusEvent.select().where(StatusEvent.document_id == doc_id).count() == 0
+
+
+def test_a_claim_of_several_takes_the_oldest_in_order_with_their_events_in_order(db: None) -> None:
+    ids = add(5)
+    claimed = queue.claim(3)
+    assert [d.id for d in claimed] == ids[:3]
+    assert all(d.status == "processing" and d.attempts == 1 for d in claimed)
+    processing = StatusEvent.select().where(StatusEvent.status == "processing")
+    assert [e.document_id for e in processing.order_by(StatusEvent.id)] == ids[:3]
+    assert [d.id for d in queue.claim(10)] == ids[3:]
+    assert queue.claim(10) == []
+
+
+def test_finishing_a_document_claims_the_next_in_the_same_call(db: None) -> None:
+    ids = add(2)
+    assert queue.claim_next() is not None
+    moved, claimed = queue.transition_then_claim(ids[0], ["processing"], "failed", error="x")
+    assert moved and claimed is not None and claimed.id == ids[1]
+    assert [e.status for e in events.history(ids[0])] == ["pending", "processing", "failed"]
+    moved, claimed = queue.transition_then_claim(ids[1], ["processing"], "analyzing")
+    assert moved and claimed is None

@@ -91,6 +91,11 @@ def is_full_scan(plan_line: str) -> bool:
     return bool(_FULL_SCAN.match(plan_line.strip()))
 
 
+def execute_many(sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """One statement for each row of parameters (a single call into sqlite3)."""
+    database.cursor().executemany(sql, rows)  # type: ignore[no-untyped-call]
+
+
 def migrate() -> None:
     execute(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
