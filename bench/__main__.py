@@ -15,6 +15,7 @@ BENCHMARKS = {
     "cli_startup": "docintel --version / --help / list --json start-up vs python -c pass",
     "fanout": "commit -> client latency, many streams vs one",
     "healthz_latency": "/healthz latency idle vs while large PDFs are parsed",
+    "pipeline": "docs/s through the server vs the same decode + analyzer calls in a loop",
     "queries": "filtered list at 100k docs, 100k-event replay, EXPLAIN of every query",
     "memory": "server RSS under large uploads and idle streams, vs bare ASGI apps",
     "stream_churn": "server memory and tasks across stream connect/drops",
