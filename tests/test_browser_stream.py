@@ -1,6 +1,6 @@
 """The event stream in a real browser: headless Chromium's own EventSource.
 
-The page is served by the docintel server itself (through a gate the test can
+The page is served by the docintel server itself (through a relay the test can
 close, like a network outage), so the stream is same-origin and the browser
 does what browsers do: store the last `id:`, honour `retry:`, send
 `Last-Event-ID` when it reconnects. Debian's chromium, driven by Playwright.
@@ -9,7 +9,6 @@ does what browsers do: store the last `id:`, honour `retry:`, send
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProcess, upload, wait_terminal
+from tests.relay import Relay
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
@@ -51,77 +51,6 @@ PAGE_SCRIPT = """
   follow(null);
 }
 """
-
-
-class Gate:
-    """A TCP relay in front of the server that the test can close and open."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.front = socket.create_server(("127.0.0.1", 0))
-        self.front.settimeout(0.1)
-        self.open = threading.Event()
-        self.open.set()
-        self.stop = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.front.getsockname()[1]}"
-
-    def close(self) -> None:
-        """Drop every connection; refuse new ones until `reopen()`."""
-        self.open.clear()
-        for s in list(self.sockets):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def reopen(self) -> None:
-        self.open.set()
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        self.close()
-        self.thread.join(5)
-        self.front.close()
-        time.sleep(0.1)  # the pipes see the shutdown and end
-        for s in self.sockets:
-            s.close()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.front.accept()
-            except TimeoutError:
-                continue
-            if not self.open.is_set():
-                conn.close()  # the outage: connection refused, in effect
-                continue
-            try:
-                back = socket.create_connection(("127.0.0.1", self.port))
-            except OSError:
-                conn.close()
-                continue
-            self.sockets += [conn, back]
-            for a, b in ((conn, back), (back, conn)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-
-def _pipe(a: socket.socket, b: socket.socket) -> None:
-    try:
-        while chunk := a.recv(65536):
-            b.sendall(chunk)
-    except OSError:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -162,7 +91,7 @@ def events_of(page: Any, document_id: str) -> list[tuple[int, str]]:
     return [(e["id"], e["status"]) for e in got if e["document_id"] == document_id]
 
 
-def open_page(page: Any, gate: Gate, token: str) -> None:
+def open_page(page: Any, gate: Relay, token: str) -> None:
     page.goto(gate.url + "/healthz")  # any page of the server: the stream is same-origin
     page.evaluate(PAGE_SCRIPT, [token])
     wait_page(page, "window.opens.length >= 1")
@@ -172,8 +101,7 @@ def test_a_stream_that_drops_before_any_event_loses_nothing_across_a_restart(
     make_server: Any, browser_page: Any
 ) -> None:
     server: ServerProcess = make_server({"DOCINTEL_ANALYZER": "offline"})
-    gate = Gate(server.port)
-    try:
+    with Relay(server.port) as gate:
         with server.client() as alice:
             token = alice.headers["Authorization"].split()[1]
             open_page(browser_page, gate, token)
@@ -192,8 +120,6 @@ def test_a_stream_that_drops_before_any_event_loses_nothing_across_a_restart(
         )
         time.sleep(0.5)  # nothing more, nothing twice
         events = events_of(browser_page, doc["id"])
-    finally:
-        gate.shutdown()
     statuses = [status for _, status in events]
     assert statuses == ["pending", "processing", "analyzing", "completed"], events
     ids = [i for i, _ in events]
@@ -204,8 +130,7 @@ def test_the_browser_reconnects_after_the_streams_retry_interval(
     make_server: Any, browser_page: Any
 ) -> None:
     server: ServerProcess = make_server({"DOCINTEL_STREAM_RETRY_MS": "300"})
-    gate = Gate(server.port)
-    try:
+    with Relay(server.port) as gate:
         open_page(browser_page, gate, server.login())
         time.sleep(0.3)
         for _ in range(3):
@@ -215,8 +140,6 @@ def test_the_browser_reconnects_after_the_streams_retry_interval(
             wait_page(browser_page, f"window.opens.length > {opens}")
         errors = browser_page.evaluate("window.errors")
         opens_at = browser_page.evaluate("window.opens")[1:]
-    finally:
-        gate.shutdown()
     delays = [opened - failed for failed, opened in zip(errors, opens_at, strict=False)]
     print(f"\nreconnect delays with retry: 300 ms: {[round(d) for d in delays]} ms")
     # Chromium's own default is 3,000 ms: well under it means `retry:` was honoured.
@@ -227,9 +150,8 @@ def test_a_page_refreshes_its_token_when_the_stream_says_reauth_and_misses_nothi
     make_server: Any, browser_page: Any
 ) -> None:
     server: ServerProcess = make_server({"DOCINTEL_TOKEN_TTL": "5", "DOCINTEL_ANALYZER": "offline"})
-    gate = Gate(server.port)
     documents = []
-    try:
+    with Relay(server.port) as gate:
         open_page(browser_page, gate, server.login())
         deadline = time.monotonic() + 14  # almost three token lifetimes
         with server.client() as alice:
@@ -249,8 +171,6 @@ def test_a_page_refreshes_its_token_when_the_stream_says_reauth_and_misses_nothi
         time.sleep(0.5)
         got = browser_page.evaluate("window.got")
         reauths = browser_page.evaluate("window.reauths")
-    finally:
-        gate.shutdown()
     assert reauths >= 2, reauths
     for document_id in documents:
         statuses = [e["status"] for e in got if e["document_id"] == document_id]

@@ -7,11 +7,9 @@ import os
 import pty
 import re
 import select
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typer.testing import CliRunner, Result
 from docintel import __version__
 from docintel.cli.main import app
 from tests.conftest import PDFS, REPO, TXTS, ServerProcess, upload, wait_terminal
+from tests.relay import Relay
 
 GOOD = TXTS / "quarterly-memo.txt"
 NEGATIVE = TXTS / "complaint-negative.txt"
@@ -364,65 +363,6 @@ def test_watch_follows_live_events_with_status_filter(server: ServerProcess) -> 
         _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 130
     assert b"Traceback" not in stderr
-
-
-class Relay:
-    """A TCP forwarder on a fixed port to whichever server runs now (like a proxy).
-
-    It lets a test restart the server on another port under a client's feet.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.front = socket.create_server(("127.0.0.1", 0))
-        self.front.settimeout(0.2)
-        self.sockets: list[socket.socket] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.front.getsockname()[1]}"
-
-    def __enter__(self) -> Relay:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.front.close()
-        for s in self.sockets:
-            s.close()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.front.accept()
-            except TimeoutError:
-                continue
-            self.sockets.append(conn)
-            try:
-                back = socket.create_connection(("127.0.0.1", self.port))
-            except OSError:
-                conn.shutdown(socket.SHUT_RDWR)
-                continue
-            self.sockets.append(back)
-            for a, b in ((conn, back), (back, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while chunk := a.recv(65536):
-                b.sendall(chunk)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _last_event_id(server: ServerProcess, token: str) -> int:

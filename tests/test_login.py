@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from typer.testing import CliRunner, Result
 
 from docintel.cli.main import app
 from tests.conftest import TXTS, ServerProcess, upload, wait_terminal
-from tests.test_cli import Relay
+from tests.relay import Relay
 
 GOOD = TXTS / "quarterly-memo.txt"
 NEGATIVE = TXTS / "complaint-negative.txt"
@@ -290,17 +289,6 @@ def _lines(stream: Any) -> tuple[queue.Queue[str], threading.Thread]:
     return lines, thread
 
 
-class CuttingRelay(Relay):
-    """The test suite's TCP relay, plus: drop every open connection now."""
-
-    def cut(self) -> None:
-        for s in list(self.sockets):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 @pytest.fixture
 def short_lived(make_server: Any) -> Iterator[ServerProcess]:
     yield make_server(env={"DOCINTEL_TOKEN_TTL": "6", "DOCINTEL_ANALYZER": "offline"})
@@ -313,7 +301,7 @@ def test_watch_keeps_going_across_many_token_lifetimes(
     with its connection cut after each document: every reconnect needs a token
     that is still valid, so `watch` must have refreshed it in time."""
     rounds = 4
-    with CuttingRelay(short_lived.port) as relay:
+    with Relay(short_lived.port) as relay:
         url = relay.url
         login(url)
         first = stored()["logins"][url]
