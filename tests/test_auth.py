@@ -130,6 +130,21 @@ def test_stream_accepts_the_token_as_a_query_parameter_and_keeps_it_out_of_the_l
     assert "access_token=[redacted]" in server.log()
 
 
+def test_a_token_under_an_encoded_key_is_redacted_from_the_log_too(server: ServerProcess) -> None:
+    """`access%5Ftoken` and `%61ccess_token` decode to the same key, and authenticate."""
+    tok = server.login()
+    for key in ("access%5Ftoken", "%61ccess_token", "access_token"):
+        # Sent raw, as a client would type it: httpx would re-encode a params dict.
+        url = f"{server.url}/documents/stream?{key}={tok}"
+        with httpx.stream("GET", url) as response:
+            assert response.status_code == 200, key
+    time.sleep(0.2)
+    log = server.log()
+    assert tok not in log
+    assert tok.split(".")[1] not in log  # not even the claims
+    assert "access%5Ftoken=[redacted]" in log and "%61ccess_token=[redacted]" in log
+
+
 def test_public_routes(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
     schema = httpx.get(server.url + "/openapi.json").json()

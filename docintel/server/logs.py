@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 from docintel.server.streamguard import QuietDeliberateDrops
 
 # ?access_token=… (EventSource clients) would otherwise land in the access log.
-_SECRET_IN_URL = re.compile(r"(access_token=)[^&\s\"]+")
+# The server decodes the query before it looks for the key, so `access%5Ftoken`
+# and `%61ccess_token` authenticate too: match the decoded key, not its spelling.
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s\"]+)=([^&;\s\"]*)")
+_SECRET_KEYS = frozenset({"access_token"})
+# And a backstop for a token anywhere else: a JWT's header always starts "eyJ".
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
+
+
+def redact(text: str) -> str:
+    def param(match: re.Match[str]) -> str:
+        sep, key, value = match.groups()
+        if unquote_plus(key).strip().lower() in _SECRET_KEYS:
+            return f"{sep}{key}=[redacted]"
+        return match.group(0)
+
+    return _JWT.sub("[redacted]", _QUERY_PARAM.sub(param, text))
 
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _SECRET_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
-            record.msg = _SECRET_IN_URL.sub(r"\1[redacted]", record.msg)
+            record.msg = redact(record.msg)
         return True
 
 
