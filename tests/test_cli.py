@@ -540,3 +540,35 @@ def test_analyze_runs_without_a_server(tmp_path: Path) -> None:
     ok = cli("analyze", str(REPO / "examples" / "*.txt"), "--analyzer", "offline")
     assert ok.exit_code == 0, ok.output
     assert "Summary" in ok.stdout and "Action items" in ok.stdout
+
+
+HOSTILE_NAME = "\x1b]0;pwned\x07\x1b[2Jevil\tname\u202egnp.txt"
+
+
+def test_control_characters_from_the_server_are_shown_not_obeyed(server: ServerProcess) -> None:
+    """A file name that would set the title, clear the screen or forge a row."""
+    # A raw multipart body: httpx would percent-encode the tab and the bell.
+    body = (
+        '--b\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="{HOSTILE_NAME}"\r\nContent-Type: text/plain\r\n\r\n'
+        "A hostile name. Harmless text.\r\n--b--\r\n"
+    ).encode()
+    with server.client() as alice:
+        answer = alice.post(
+            "/documents/upload", content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )  # fmt: skip
+        [doc] = answer.json()["documents"]
+        assert doc["filename"] == HOSTILE_NAME  # kept as sent; only its display is escaped
+        wait_terminal(alice, [doc["id"]])
+    listed = cli("list")
+    assert listed.exit_code == 0
+    shown = [line for line in listed.stdout.splitlines() if doc["id"] in line]
+    assert len(shown) == 1 and len(shown[0].split("\t")) == 5  # no forged field or row
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jevil\\tname\\u202egnp.txt" in shown[0]
+    for command in (["list"], ["show", doc["id"]], ["status", doc["id"]], ["watch", doc["id"]]):
+        out = cli(*command)
+        for raw in ("\x1b", "\x07", "\u202e"):
+            assert raw not in out.stdout + out.stderr, (command, raw)
+    # Machine output keeps the real name: JSON escapes it by itself.
+    assert json.loads(cli("show", doc["id"], "--json").stdout)["filename"] == HOSTILE_NAME

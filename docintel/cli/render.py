@@ -14,6 +14,7 @@ plain lines, needs none of it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -68,22 +69,30 @@ def err() -> Console:
 
 def error(message: str) -> None:
     """One line on stderr: `docintel: message`."""
-    err().print(f"docintel: {message}", markup=False, style="red", soft_wrap=True)
+    err().print(f"docintel: {printable(message)}", markup=False, style="red", soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err().print(message, markup=False, style="dim", soft_wrap=True)
+    err().print(printable(message), markup=False, style="dim", soft_wrap=True)
 
 
 def json_line(obj: Any) -> None:
     """One JSON object per line, flushed now (for `| jq` and tail-like use)."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.write(_json(obj) + "\n")
     sys.stdout.flush()
 
 
 def json_doc(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(_json(obj, indent=2) + "\n")
     sys.stdout.flush()
+
+
+def _json(obj: Any, indent: int | None = None) -> str:
+    # Readable non-ASCII text, but every character a terminal would act on as a
+    # \\u escape (json.dumps escapes only C0): the same JSON to a parser.
+    # (Raw newlines in the output are indentation: json.dumps escapes C0 in strings.)
+    text = json.dumps(obj, ensure_ascii=False, indent=indent)
+    return _UNESCAPED_BY_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def line(markup: str) -> None:
@@ -99,10 +108,33 @@ def plain(text: str) -> None:
 
 
 def escape(markup: str) -> str:
-    """User data made safe to print as Rich markup (`[x]` is markup)."""
+    """User data made safe to print as Rich markup (`[x]` is markup), controls shown."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(markup)
+    return rich_escape(printable(markup))
+
+
+# Characters a terminal acts on rather than shows: C0 and C1 controls (ESC starts
+# sequences that set the title or clear the screen; a newline or tab forges rows
+# in piped output), and the bidi overrides that reorder what is shown.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNESCAPED_BY_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: Any) -> Any:
+    """Server data made safe for a terminal: every control character shown escaped
+    (`\\x1b`, `\\n`), in a string or in every string of a dict or list."""
+    if isinstance(value, str):
+        return _CONTROLS.sub(_shown, value)
+    if isinstance(value, dict):
+        return {k: printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
+def _shown(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 def status_text(status: str) -> Text:
@@ -153,6 +185,7 @@ def documents_table(items: Iterable[dict[str, Any]]) -> Table:
     from rich.table import Table
     from rich.text import Text
 
+    items = [printable(d) for d in items]
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("ID", no_wrap=True)
     table.add_column("FILE", overflow="fold", min_width=16)
@@ -181,6 +214,7 @@ def human_bytes(n: int) -> str:
 
 def document_detail(doc: dict[str, Any]) -> RenderableType:
     """`docintel show`: header, timeline, analysis."""
+    doc = printable(doc)
     from rich.console import Group
     from rich.padding import Padding
     from rich.table import Table
@@ -234,6 +268,7 @@ def analysis_parts(analysis: dict[str, Any]) -> list[RenderableType]:
     from rich.padding import Padding
     from rich.text import Text
 
+    analysis = printable(analysis)
     parts: list[RenderableType] = [Text("\nSummary", style="bold")]
     parts.append(Padding(Text(analysis.get("summary", "")), (0, 0, 0, 2)))
     topics = analysis.get("key_topics") or []
@@ -290,6 +325,7 @@ class Board:
 
     def seed(self, doc: dict[str, Any]) -> None:
         """A row from a listed document (before its next event arrives)."""
+        doc = printable(doc)
         at = parse_time(doc.get("updated_at"))
         row = Row(doc["id"], doc["filename"], doc["status"], error=doc.get("error"), updated=at)
         if at and doc["status"] in STAGES:
@@ -297,7 +333,7 @@ class Board:
         self.rows.setdefault(doc["id"], row)
 
     def apply(self, event: Event) -> Row:
-        data = event.data
+        data = printable(event.data)
         doc_id = event.document_id
         at = parse_time(data.get("timestamp")) or datetime.now(UTC)
         row = self.rows.get(doc_id)

@@ -59,6 +59,8 @@ def list_(
         render.out().print(render.documents_table(page["items"]))
     else:  # tab-separated, one document per line: for cut, awk and sort
         for d in page["items"]:
+            # A tab or newline in a file name must not forge a field or a row.
+            d = render.printable(d)
             render.plain(
                 "\t".join(
                     [d["id"], d["filename"], d["status"], str(d["size_bytes"]), d["updated_at"]]
