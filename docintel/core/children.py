@@ -117,11 +117,8 @@ class ChildPool:
                     await stop(proc)
 
     async def aclose(self) -> None:
-        """Stop every child (closing stdin ends a waiting one; kill ends a busy one)."""
+        """Stop every child: nothing they hold is worth waiting for."""
         procs, self._idle, self._running = list(self._running), [], set()
-        for proc in procs:
-            if proc.stdin is not None:
-                proc.stdin.close()
         for proc in procs:
             await stop(proc)
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,7 +22,7 @@ from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import Settings
 from docintel.core.db import Database
 from docintel.core.errors import AmbiguousId, DocumentNotFound, IdTooShort
-from docintel.core.events import Event, EventFeed
+from docintel.core.events import EventFeed
 from docintel.core.models import Analysis, Document, DocumentCount, StatusEvent
 from docintel.core.pipeline import Pipeline, limits_for
 from docintel.core.storage import Storage, safe_name
@@ -140,19 +140,6 @@ class DocumentService:
         full_id = await self.db.write(remove)
         self.workers.cancel(full_id)
         await asyncio.to_thread(self.storage.remove, full_id)
-
-    # --- the stream --------------------------------------------------------
-
-    def follow(
-        self,
-        owner: str,
-        after: int | None,
-        document_ids: Sequence[str] = (),
-        until: float | None = None,
-    ) -> AsyncGenerator[Event, None]:
-        """Events of the owner's documents with id > after, then live ones, until shutdown
-        (or `time.monotonic()` reaches `until`)."""
-        return self.feed.follow(owner, after, document_ids, until)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ async def followed_events(
     collector, holding its event subscription until then. Closing the tail
     here, when the request's exit stack unwinds, frees it at once.
     """
-    events = service.follow(
+    events = service.feed.follow(
         request.user, request.after, request.document_ids, until=request.reauth_at
     )
     try:
