@@ -18,7 +18,7 @@ from docintel.server import errors
 from docintel.server.allocator import tune_allocator
 from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
-from docintel.server.routes import auth, documents, stream
+from docintel.server.routes import auth, documents, stream, ws
 from docintel.server.schemas import EventEncoder
 from docintel.server.streamguard import StreamGuard
 
@@ -68,7 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
             max_age=600,
         )
     app.include_router(auth.router)
-    app.include_router(stream.router)  # before /documents/{id}, which would match "stream"
+    # Before /documents/{id}, which would match "stream" and "ws".
+    app.include_router(stream.router)
+    app.include_router(ws.router)
     app.include_router(documents.router)
     add_docs(app)
 

@@ -16,7 +16,8 @@ from starlette.responses import StreamingResponse
 
 from docintel.core.errors import BadRequest
 from docintel.core.events import Event
-from docintel.server.auth import StreamSession
+from docintel.core.service import DocumentService
+from docintel.server.auth import Session, StreamSession
 from docintel.server.deps import ServiceDep
 from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse, EventEncoder
 
@@ -37,6 +38,12 @@ def reauth_margin(ttl: int) -> float:
     return min(30.0, ttl / 10)
 
 
+def reauth_data(start: StreamRequest) -> str:
+    """The data of the last message of a stream that ends because its token expires."""
+    expiry = datetime.fromtimestamp(start.expires_at, UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps({"reason": "token_expiring", "expires_at": expiry})
+
+
 async def stream_request(
     request: Request,
     session: StreamSession,
@@ -51,14 +58,31 @@ async def stream_request(
 ) -> StreamRequest:
     # Checked here, in a dependency, because once the generator runs the
     # 200 and its headers are already sent.
-    after = _parse_event_id(last_event_id_header or last_event_id)
+    ttl = request.app.state.authenticator.ttl
+    return await begin_stream(
+        service, session, ttl, document_id, last_event_id_header or last_event_id
+    )
+
+
+async def begin_stream(
+    service: DocumentService,
+    session: Session,
+    ttl: int,
+    document_ids: list[str],
+    last_event_id: str | None,
+) -> StreamRequest:
+    """Where a stream (SSE or WebSocket) starts, what it follows and until when.
+
+    Raises (400, 404, 409) before anything is sent, so that a bad request gets
+    a plain error response rather than a stream that ends at once.
+    """
+    after = _parse_event_id(last_event_id)
     # Ids may be prefixes: the stream filters by the full ids they resolve to
     # (404 for unknown or foreign ones, 409 for ambiguous ones).
     user = session.username
-    full_ids = [(await service.status(user, doc_id)).id for doc_id in document_id]
+    full_ids = [(await service.status(user, doc_id)).id for doc_id in document_ids]
     # A stream ends a little before its token expires, so that the client can
     # still refresh the token (POST /auth/refresh) and resume from its last id.
-    ttl = request.app.state.authenticator.ttl
     left = session.expires_at - time.time() - reauth_margin(ttl)
     # No cursor: from now on. The position is fixed here, so that the stream
     # can tell the client where it starts.
@@ -99,9 +123,7 @@ async def stream_body(
         """`event: reauth` when the stream ends because its token is about to expire."""
         if time.monotonic() < start.reauth_at:
             return None  # the server is stopping
-        expiry = datetime.fromtimestamp(start.expires_at, UTC).isoformat().replace("+00:00", "Z")
-        data = json.dumps({"reason": "token_expiring", "expires_at": expiry})
-        return f"event: reauth\ndata: {data}\nid: {last}\n\n".encode()
+        return f"event: reauth\ndata: {reauth_data(start)}\nid: {last}\n\n".encode()
 
     body = sse_chunks(opening, start.after, events, request.app.state.event_encoder, closing)
     try:
