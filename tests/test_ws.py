@@ -115,6 +115,9 @@ def test_refused_before_the_upgrade_without_a_valid_token(offline_server: Server
         assert "retry" in json.loads(ws.recv(timeout=10))
     status, body = refusal(offline_server, token, "?last_event_id=abc")
     assert status == 400 and body["detail"]["code"] == "invalid_last_event_id"
+    # The access log redacts the token in a WebSocket's query as in a stream's.
+    assert "/documents/ws?access_token=" in offline_server.log()
+    assert token not in offline_server.log()
 
 
 def test_another_users_token_sees_nothing_of_alices(offline_server: ServerProcess) -> None:
