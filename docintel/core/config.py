@@ -57,6 +57,8 @@ class Settings:
     # Per minute: failed logins per username and per client address; uploads per user.
     login_attempts_per_minute: int = 10
     uploads_per_minute: int = 60
+    # Resumable (tus) uploads not finished within this many seconds are removed.
+    resumable_expiry: float = 86400.0
     # Text beyond this is sampled before it is sent to the LLM (see analysis/prompt.py).
     max_prompt_chars: int = 100_000
 
@@ -88,6 +90,8 @@ class Settings:
             raise ConfigError("DOCINTEL_MAX_UPLOAD_BYTES must be positive.")
         if self.login_attempts_per_minute < 1 or self.uploads_per_minute < 1:
             raise ConfigError("Rate limits must be at least 1 per minute.")
+        if self.resumable_expiry <= 0:
+            raise ConfigError("DOCINTEL_RESUMABLE_EXPIRY must be a positive number of seconds.")
         if not self.users:
             raise ConfigError("DOCINTEL_USERS names no user.")
 

@@ -126,3 +126,27 @@ class TooManyRequests(DocintelError):
     def __init__(self, message: str, retry_after: int, *, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class UploadNotFound(DocintelError):
+    """No such resumable upload (unknown, someone else's, expired or deleted)."""
+
+    code = "upload_not_found"
+
+
+class UploadConflict(DocintelError):
+    """The request does not fit the upload's state (e.g. the wrong offset)."""
+
+    code = "offset_mismatch"
+
+
+class UploadBusy(UploadConflict):
+    """Another request is sending this upload; wait for it or ask for the offset again."""
+
+    code = "upload_busy"
+
+
+class UnsupportedProtocol(DocintelError):
+    """This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0)."""
+
+    code = "unsupported_tus_version"

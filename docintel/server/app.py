@@ -13,12 +13,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from docintel import __version__
 from docintel.core.config import Settings
 from docintel.core.ratelimit import RateLimiter
+from docintel.core.resumable import ResumableUploads
 from docintel.core.service import DocumentService
 from docintel.server import errors
 from docintel.server.allocator import tune_allocator
 from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
-from docintel.server.routes import auth, documents, stream, ws
+from docintel.server.routes import auth, documents, stream, tus, ws
 from docintel.server.schemas import EventEncoder
 from docintel.server.streamguard import StreamGuard
 
@@ -27,6 +28,12 @@ log = logging.getLogger("docintel.server")
 
 def create_app(settings: Settings) -> FastAPI:
     service = DocumentService(settings)
+    resumable = ResumableUploads(
+        settings.data_dir,
+        settings.max_upload_bytes,
+        max_open=settings.max_files_per_upload,
+        expiry=settings.resumable_expiry,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,9 +41,16 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.users_are_default:
             log.warning("DOCINTEL_USERS is not set: the default user demo:demo can log in")
         await service.start()
+        await asyncio.to_thread(resumable.prepare)
+        sweeper = asyncio.create_task(
+            tus.sweep_periodically(resumable, min(3600.0, settings.resumable_expiry)),
+            name="docintel-resumable-sweeper",
+        )
         try:
             yield
         finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
             await service.stop()
 
     app = FastAPI(
@@ -53,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.authenticator = Authenticator(settings)
     app.state.event_encoder = EventEncoder()
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
+    app.state.resumable = resumable
     errors.install(app)
     app.add_middleware(StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout)
     if settings.cors_origin_list:
@@ -63,8 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-            expose_headers=["X-Last-Event-ID", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", *tus.REQUEST_HEADERS],
+            expose_headers=["X-Last-Event-ID", "Retry-After", *tus.EXPOSED_HEADERS],
             max_age=600,
         )
     app.include_router(auth.router)
@@ -72,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(ws.router)
     app.include_router(documents.router)
+    app.include_router(tus.router)
+    app.add_middleware(tus.TusResumableHeader)
     add_docs(app)
 
     @app.get("/healthz", tags=["meta"])

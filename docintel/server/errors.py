@@ -28,6 +28,9 @@ from docintel.core.errors import (
     RequestTooLarge,
     TooManyRequests,
     UnsupportedFileType,
+    UnsupportedProtocol,
+    UploadConflict,
+    UploadNotFound,
 )
 
 # Core errors that reach the edge, by HTTP status; the first matching class wins.
@@ -43,6 +46,9 @@ STATUS_FOR_ERROR: list[tuple[type[DocintelError], int]] = [
     (RequestTooLarge, 413),
     (NotAuthenticated, 401),
     (TooManyRequests, 429),
+    (UploadNotFound, 404),
+    (UploadConflict, 409),
+    (UnsupportedProtocol, 412),
 ]
 
 
@@ -66,6 +72,8 @@ def headers_for(exc: DocintelError) -> dict[str, str] | None:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, TooManyRequests):
         return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, UnsupportedProtocol):
+        return {"Tus-Version": "1.0.0"}
     return None
 
 
