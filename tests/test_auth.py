@@ -12,6 +12,8 @@ import httpx
 import jwt
 import pytest
 
+from docintel.core.config import Settings
+from docintel.server.auth import BINDING_CLAIM, Authenticator
 from tests.conftest import ServerProcess
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"  # what conftest gives the server
@@ -22,6 +24,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
     server = ServerProcess(tmp_path_factory.mktemp("auth") / "data").start()
     yield server
     server.stop()
+
+
+def binding(username: str, password: str) -> str:
+    """The claim that ties a token to the password it was issued for."""
+    settings = Settings(users={username: password}, jwt_secret=SECRET)
+    return Authenticator(settings).binding(username, password)
+
+
+ALICE = binding("alice", "alice-pw")
 
 
 def token(claims: dict, key: str = SECRET, alg: str = "HS256") -> str:
@@ -78,6 +89,10 @@ BAD_TOKENS = {
     "no exp": token({"sub": "alice", "iat": NOW}),
     "no sub": token({"iat": NOW, "exp": NOW + 3600}),
     "unknown user": token({"sub": "mallory", "iat": NOW, "exp": NOW + 3600}),
+    "no password binding": token({"sub": "alice", "iat": NOW, "exp": NOW + 3600}),
+    "another password": token(
+        {"sub": "alice", "iat": NOW, "exp": NOW + 3600, BINDING_CLAIM: binding("alice", "old")}
+    ),
 }
 
 
@@ -205,7 +220,8 @@ def test_odd_last_event_ids_are_a_400(server: ServerProcess, value: str) -> None
 
 
 def test_refresh_gives_a_fresh_token_of_a_full_lifetime(server: ServerProcess) -> None:
-    old = token({"sub": "alice", "iat": NOW - 3000, "exp": NOW + 600})  # 10 minutes left
+    old = token({"sub": "alice", "iat": NOW - 3000, "exp": NOW + 600, BINDING_CLAIM: ALICE})
+    # (10 minutes left)
     response = httpx.post(server.url + "/auth/refresh", headers={"Authorization": f"Bearer {old}"})
     assert response.status_code == 200, response.text
     body = response.json()

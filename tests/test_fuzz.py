@@ -35,6 +35,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
             "DOCINTEL_ANALYZER": "offline",
             "DOCINTEL_UPLOADS_PER_MINUTE": "100000",
             "DOCINTEL_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+            "DOCINTEL_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "100000",
             "DOCINTEL_MAX_UPLOAD_BYTES": "4096",
         },
     ).start()

@@ -31,7 +31,12 @@ def test_bucket_allows_a_burst_then_refills_over_the_minute() -> None:
 
 
 def test_failed_logins_are_limited_per_username_and_address(make_server) -> None:
-    server: ServerProcess = make_server({"DOCINTEL_LOGIN_ATTEMPTS_PER_MINUTE": "3"})
+    server: ServerProcess = make_server(
+        {
+            "DOCINTEL_LOGIN_ATTEMPTS_PER_MINUTE": "3",
+            "DOCINTEL_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "5",
+        }
+    )
     login = server.url + "/auth/login"
     for _ in range(3):
         assert httpx.post(login, json={"username": "alice", "password": "guess"}).status_code == 401
@@ -39,7 +44,11 @@ def test_failed_logins_are_limited_per_username_and_address(make_server) -> None
     assert blocked.status_code == 429
     assert blocked.json()["detail"]["code"] == "too_many_attempts"
     assert int(blocked.headers["Retry-After"]) >= 1
-    # The same address is limited too, whichever account it tries next.
+    # Another account from the same address has its own 3…
+    assert httpx.post(login, json={"username": "bob", "password": "bob-pw"}).status_code == 200
+    for _ in range(2):
+        assert httpx.post(login, json={"username": "bob", "password": "guess"}).status_code == 401
+    # …within the address's 5 failures in all, whichever accounts they were on.
     assert httpx.post(login, json={"username": "bob", "password": "bob-pw"}).status_code == 429
 
 

@@ -18,6 +18,7 @@ from platformdirs import user_data_path
 from docintel.core.errors import DocintelError
 
 DEFAULT_USERS = "demo:demo"
+MIN_JWT_SECRET_BYTES = 32
 
 
 class ConfigError(DocintelError):
@@ -54,8 +55,12 @@ class Settings:
     stream_retry_ms: int = 1000
     # Pages served from these origins may call the API (comma-separated); none by default.
     cors_origins: str = ""
-    # Per minute: failed logins per username and per client address; uploads per user.
+    # Failed logins per minute (wrong passwords, and malformed or oversized logins):
+    # per username from one client address, and per address whatever the username.
+    # Never per username alone, which would let anyone lock a user out (README, Reliability).
     login_attempts_per_minute: int = 10
+    login_attempts_per_address_per_minute: int = 30
+    # Uploads per minute, per user.
     uploads_per_minute: int = 60
     # Resumable (tus) uploads not finished within this many seconds are removed.
     resumable_expiry: float = 86400.0
@@ -88,10 +93,24 @@ class Settings:
             raise ConfigError("DOCINTEL_WORKERS must be at least 1.")
         if self.max_upload_bytes < 1:
             raise ConfigError("DOCINTEL_MAX_UPLOAD_BYTES must be positive.")
-        if self.login_attempts_per_minute < 1 or self.uploads_per_minute < 1:
+        limits = (
+            self.login_attempts_per_minute,
+            self.login_attempts_per_address_per_minute,
+            self.uploads_per_minute,
+        )
+        if min(limits) < 1:
             raise ConfigError("Rate limits must be at least 1 per minute.")
         if self.resumable_expiry <= 0:
             raise ConfigError("DOCINTEL_RESUMABLE_EXPIRY must be a positive number of seconds.")
+        # An HS256 key shorter than its hash output can be guessed offline from any one
+        # token (RFC 7518 §3.2); the generated key (data dir) is 64 characters.
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(
+                f"DOCINTEL_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
+                f"(it has {len(self.jwt_secret.encode())}): leave it unset to use a key "
+                "generated in the data dir, or make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+            )
         if not self.users:
             raise ConfigError("DOCINTEL_USERS names no user.")
 

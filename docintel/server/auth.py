@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import hmac
 import os
 import secrets
@@ -62,30 +64,46 @@ def _create_secret(path: Path) -> None:
             os.unlink(tmp)
 
 
+# The claim that binds a token to its user's password (see Authenticator.binding).
+BINDING_CLAIM = "pwb"
+
+
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.users = dict(settings.users)
         self.ttl = settings.token_ttl
         self._secret = load_secret(settings)
-        self.failed_logins = RateLimiter(settings.login_attempts_per_minute)
+        self._bindings = {name: self.binding(name, pw) for name, pw in self.users.items()}
+        # Failures per (username, address) slow the guessing of one password from
+        # one place; per address, the spraying of many. Never per username alone:
+        # then anyone could keep a user out, even with the right password (OWASP).
+        self.failures_per_account = RateLimiter(settings.login_attempts_per_minute)
+        self.failures_per_address = RateLimiter(settings.login_attempts_per_address_per_minute)
 
     def login(self, username: str, password: str, address: str) -> str:
-        """A token for valid credentials; 429 after too many failures, else 401.
-
-        Failures are counted per username and per client address, so neither
-        guessing one account's password nor spraying many accounts goes fast.
-        """
-        keys = (f"user:{username}", f"address:{address}")
-        wait = max(self.failed_logins.retry_after(key) for key in keys)
+        """A token for valid credentials; 429 after too many failures, else 401."""
+        account = _account_key(username, address)
+        wait = max(
+            self.failures_per_address.retry_after(address),
+            self.failures_per_account.retry_after(account),
+        )
         if wait:
-            raise TooManyRequests(
-                f"Too many failed logins; try again in {wait} s.", wait, code="too_many_attempts"
-            )
+            raise _too_many(wait)
         if not self.check_password(username, password):
-            for key in keys:
-                self.failed_logins.hit(key)
+            self.failures_per_account.hit(account)
+            self.failures_per_address.hit(address)
             raise unauthorized("invalid_credentials", "Wrong username or password.")
         return self.issue(username)
+
+    def check_address(self, address: str) -> None:
+        """Raise 429 if `address` has failed too often: checked before its body is read."""
+        wait = self.failures_per_address.retry_after(address)
+        if wait:
+            raise _too_many(wait)
+
+    def count_malformed(self, address: str) -> None:
+        """A login that could not be read (bad JSON, missing fields, too large) is a failure."""
+        self.failures_per_address.hit(address)
 
     def check_password(self, username: str, password: str) -> bool:
         expected = self.users.get(username)
@@ -94,9 +112,26 @@ class Authenticator:
         matches = hmac.compare_digest(candidate, password.encode())
         return expected is not None and matches
 
+    def binding(self, username: str, password: str) -> str:
+        """A short keyed digest of the password, carried in every token.
+
+        A token stays valid only while its user's password is the one it was
+        issued for. Keyed with the signing secret, so the claim (readable by
+        anyone holding the token) tells nothing about the password; the prefix
+        keeps it apart from the JWT signatures made with the same key.
+        """
+        message = b"password-binding\0" + username.encode() + b"\0" + password.encode()
+        digest = hmac.digest(self._secret.encode(), message, hashlib.sha256)
+        return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
     def issue(self, username: str) -> str:
         now = int(time.time())
-        claims = {"sub": username, "iat": now, "exp": now + self.ttl}
+        claims = {
+            "sub": username,
+            "iat": now,
+            "exp": now + self.ttl,
+            BINDING_CLAIM: self._bindings[username],
+        }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> str:
@@ -119,7 +154,26 @@ class Authenticator:
         username = claims.get("sub")
         if not isinstance(username, str) or username not in self.users:
             raise unauthorized("invalid_token", "The token names no known user; log in again.")
+        bound = claims.get(BINDING_CLAIM)
+        if not isinstance(bound, str) or not hmac.compare_digest(
+            bound.encode(), self._bindings[username].encode()
+        ):
+            raise unauthorized(
+                "invalid_token",
+                "The token was issued before the user's password changed; log in again.",
+            )
         return Session(username, int(claims["exp"]))
+
+
+def _account_key(username: str, address: str) -> str:
+    # A NUL cannot occur in an address, so no username can forge another pair's key.
+    return f"{address}\0{username}"
+
+
+def _too_many(wait: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"Too many failed logins; try again in {wait} s.", wait, code="too_many_attempts"
+    )
 
 
 @dataclass(frozen=True)
