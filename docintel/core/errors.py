@@ -126,3 +126,14 @@ class TooManyRequests(DocintelError):
     def __init__(self, message: str, retry_after: int, *, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class InsufficientStorage(DocintelError):
+    """The server has no space left to store this; try again once space is freed."""
+
+    code = "insufficient_storage"
+
+    def __init__(self, what: str, reason: str) -> None:
+        # "'a.txt' was not stored" + "the server's disk is full": what did not happen, and why.
+        super().__init__(f"{what}: {reason}. Try again once space is freed on the server.")
+        self.reason = reason

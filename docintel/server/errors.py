@@ -22,6 +22,7 @@ from docintel.core.errors import (
     DocumentNotFound,
     FileTooLarge,
     IdTooShort,
+    InsufficientStorage,
     InvalidRequest,
     NotAuthenticated,
     RejectedUpload,
@@ -43,6 +44,7 @@ STATUS_FOR_ERROR: list[tuple[type[DocintelError], int]] = [
     (RequestTooLarge, 413),
     (NotAuthenticated, 401),
     (TooManyRequests, 429),
+    (InsufficientStorage, 507),  # the disk, its inodes or the quota are full
 ]
 
 
