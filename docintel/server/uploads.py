@@ -78,6 +78,7 @@ class _Part:
     head: bytearray = field(default_factory=bytearray)
     sha256: Any = field(default_factory=hashlib.sha256)  # hashlib's type is private
     error: DocintelError | None = None
+    ended: bool = False
 
 
 class UploadReceiver:
@@ -131,7 +132,8 @@ class UploadReceiver:
                     parser.write(chunk)
             parser.finalize()
         except (RequestTooLarge, BadRequest) as exc:
-            self.refused_part = self._part.filename or ""
+            if not self._part.ended:
+                self.refused_part = self._part.filename or ""
             self.discard()
             self.refusal = exc.with_traceback(None)
         except MultipartParseError as exc:
@@ -232,6 +234,7 @@ class UploadReceiver:
 
     def _on_part_end(self) -> None:
         part = self._part
+        part.ended = True
         if part.filename is None:
             return
         try:
