@@ -363,3 +363,40 @@ def terminal_for(ids: list[str]) -> Any:
         return set(ids) <= ended
 
     return done
+
+
+# --- a small tmpfs for the disk-full cases (test_upload_exhaustion.py) -------------
+
+
+@pytest.fixture
+def tmpfs_upload_dir(tmp_path: Path) -> Iterator[Any]:
+    """Factory: tmpfs_upload_dir(size="8m", nr_inodes=None) → a fresh tmpfs mounted
+    under tmp_path, to serve as a data dir that fills up; unmounted after the test.
+
+    Mounting needs root (or CAP_SYS_ADMIN), as here and in CI; elsewhere the
+    test is skipped, saying why. Ask for it before make_server, so that the
+    servers are stopped before the unmount.
+    """
+    mounted: list[Path] = []
+
+    def mount(size: str = "8m", nr_inodes: int | None = None) -> Path:
+        target = tmp_path / f"tmpfs-{len(mounted)}"
+        target.mkdir()
+        options = f"size={size}" + (f",nr_inodes={nr_inodes}" if nr_inodes else "")
+        try:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                capture_output=True,
+                text=True,
+            )
+        except FileNotFoundError:
+            pytest.skip("no `mount` command here: cannot make a small tmpfs to fill")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)  # still busy

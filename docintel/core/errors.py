@@ -150,3 +150,14 @@ class UnsupportedProtocol(DocintelError):
     """This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0)."""
 
     code = "unsupported_tus_version"
+
+
+class InsufficientStorage(DocintelError):
+    """The server has no space left to store this; try again once space is freed."""
+
+    code = "insufficient_storage"
+
+    def __init__(self, what: str, reason: str) -> None:
+        # "'a.txt' was not stored" + "the server's disk is full": what did not happen, and why.
+        super().__init__(f"{what}: {reason}. Try again once space is freed on the server.")
+        self.reason = reason

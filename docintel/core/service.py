@@ -21,11 +21,16 @@ from docintel.core import events, queue
 from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import Settings
 from docintel.core.db import Database
-from docintel.core.errors import AmbiguousId, DocumentNotFound, IdTooShort
+from docintel.core.errors import (
+    AmbiguousId,
+    DocumentNotFound,
+    IdTooShort,
+    InsufficientStorage,
+)
 from docintel.core.events import EventFeed
 from docintel.core.models import Analysis, Document, DocumentCount, StatusEvent
 from docintel.core.pipeline import Pipeline, limits_for
-from docintel.core.storage import Storage, safe_name
+from docintel.core.storage import Storage, is_out_of_space, safe_name
 from docintel.core.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -98,10 +103,13 @@ class DocumentService:
     # --- documents ---------------------------------------------------------
 
     async def accept(self, owner: str, received: Received) -> Document:
-        """Store an accepted upload and queue it (`pending`)."""
+        """Store an accepted upload and queue it (`pending`): both, or neither.
+
+        Raises `InsufficientStorage` when the disk (or its inodes, or the
+        database) is full; nothing of this document is left behind then.
+        """
         document_id = uuid.uuid4().hex
         stored_name = safe_name(received.filename)
-        await asyncio.to_thread(self.storage.place, received.path, document_id, stored_name)
         new = queue.NewDocument(
             id=document_id,
             owner=owner,
@@ -112,11 +120,39 @@ class DocumentService:
             sha256=received.sha256,
         )
         try:
+            await asyncio.to_thread(self.storage.place, received.path, document_id, stored_name)
             document = await self.db.write(queue.enqueue, new)
-        except BaseException:
+        except BaseException as exc:
+            # No file without a row: also a folder made before the rename failed.
             await asyncio.to_thread(self.storage.remove, document_id)
+            if is_out_of_space(exc):
+                raise self.storage.full_error(
+                    exc, f"{received.filename!r} was not stored"
+                ) from None
             raise
         return document
+
+    async def accept_all(
+        self, owner: str, batch: Sequence[Received]
+    ) -> tuple[list[Document], list[tuple[str, InsufficientStorage]]]:
+        """Store and queue each upload of a batch, in order, until the disk is full.
+
+        Returns what was accepted and, for each file not stored, why. Once one
+        file found no room, the rest are not tried: storing the smaller ones
+        would fill the disk to the last byte and starve the workers' writes.
+        """
+        accepted: list[Document] = []
+        refused: list[tuple[str, InsufficientStorage]] = []
+        for received in batch:
+            if refused:
+                what = f"{received.filename!r} was not stored"
+                refused.append((received.filename, InsufficientStorage(what, refused[0][1].reason)))
+                continue
+            try:
+                accepted.append(await self.accept(owner, received))
+            except InsufficientStorage as exc:
+                refused.append((received.filename, exc))
+        return accepted, refused
 
     async def list(
         self, owner: str, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
@@ -137,7 +173,13 @@ class DocumentService:
             document.delete_instance()  # cascades to events and analysis
             return document.id
 
-        full_id = await self.db.write(remove)
+        try:
+            full_id = await self.db.write(remove)
+        except peewee.OperationalError as exc:
+            # SQLite needs room to record even a deletion; the row stays as it was.
+            if is_out_of_space(exc):
+                raise self.storage.full_error(exc, "The document was not deleted") from None
+            raise
         self.workers.cancel(full_id)
         await asyncio.to_thread(self.storage.remove, full_id)
 

@@ -7,13 +7,22 @@ half-written file among the documents.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import sqlite3
 import tempfile
 import unicodedata
 from pathlib import Path
 
+import peewee
+
+from docintel.core.errors import InsufficientStorage
+
 MAX_NAME_BYTES = 150
+# The errors that mean "no room": no free blocks or inodes, or the quota is used up.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SQLITE_FULL_MESSAGE = "database or disk is full"
 
 
 def safe_name(filename: str, default_stem: str = "document") -> str:
@@ -53,6 +62,34 @@ class Storage:
         fd, path = tempfile.mkstemp(dir=self.incoming, prefix="part-")
         return fd, Path(path)
 
+    @staticmethod
+    def write_all(fd: int, data: bytes | memoryview) -> None:
+        """Write every byte of `data`: a write that fills the disk returns short
+        first (and raises ENOSPC only on the next call), so a single `os.write`
+        could silently keep part of a chunk."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def full_error(self, exc: BaseException, what: str) -> InsufficientStorage:
+        """The error to answer for `exc` (see `is_out_of_space`): `what` did not
+        happen, and why, in a sentence."""
+        return InsufficientStorage(what, self._why_full(exc))
+
+    def _why_full(self, exc: BaseException) -> str:
+        if isinstance(exc, OSError) and exc.errno == errno.EDQUOT:
+            return "the server's disk quota is used up"
+        if not isinstance(exc, OSError):
+            return "the server's disk is full (its database cannot grow)"
+        try:
+            fs = os.statvfs(self.uploads)
+        except OSError:
+            return "the server's disk is full"
+        # ENOSPC is the same error for blocks and inodes; statvfs tells which ran out.
+        if fs.f_files > 0 and fs.f_favail == 0:
+            return "the server's disk has no free inodes (no room for another file)"
+        return "the server's disk is full"
+
     def place(self, incoming: Path, document_id: str, name: str) -> Path:
         """Move an accepted upload to its final place; returns the final path."""
         target = self.path_for(document_id, name)
@@ -81,3 +118,19 @@ class Storage:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         return removed
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether `exc` says the disk is full: ENOSPC or EDQUOT from the system, or
+    SQLite's SQLITE_FULL ("database or disk is full", which peewee wraps)."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL_ERRNOS
+    if not isinstance(exc, (sqlite3.Error, peewee.DatabaseError)):
+        return False
+    # peewee's OperationalError carries sqlite3's as its first argument.
+    causes = [exc, *(a for a in exc.args if isinstance(a, sqlite3.Error))]
+    for cause in causes:
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:  # any extended code
+            return True
+    return any(SQLITE_FULL_MESSAGE in str(cause) for cause in causes)

@@ -22,6 +22,7 @@ from docintel.core.errors import (
     DocumentNotFound,
     FileTooLarge,
     IdTooShort,
+    InsufficientStorage,
     InvalidRequest,
     NotAuthenticated,
     RejectedUpload,
@@ -49,6 +50,7 @@ STATUS_FOR_ERROR: list[tuple[type[DocintelError], int]] = [
     (UploadNotFound, 404),
     (UploadConflict, 409),
     (UnsupportedProtocol, 412),
+    (InsufficientStorage, 507),  # the disk, its inodes or the quota are full
 ]
 
 

@@ -10,16 +10,10 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from docintel.core.analysis import AnalysisResult
-from docintel.core.errors import (
-    BadRequest,
-    FileTooLarge,
-    RequestTooLarge,
-    TooManyRequests,
-    UnsupportedFileType,
-)
-from docintel.core.validation import format_bytes
+from docintel.core.errors import BadRequest, DocintelError, TooManyRequests
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
+from docintel.server.errors import status_for
 from docintel.server.schemas import (
     AmbiguousIdResponse,
     DocumentDetailPublic,
@@ -32,7 +26,7 @@ from docintel.server.schemas import (
     UploadError,
     UploadResult,
 )
-from docintel.server.uploads import UploadReceiver
+from docintel.server.uploads import UploadReceiver, body_limit, too_large
 
 log = logging.getLogger(__name__)
 LAST_EVENT_ID = "X-Last-Event-ID"  # the event a listing reflects
@@ -46,9 +40,6 @@ ID_ERRORS: dict[int | str, dict[str, Any]] = {
 DocumentId = Annotated[
     str, Path(description="A document id, or a unique prefix of it (at least 4 characters).")
 ]
-# Multipart framing per part is a few hundred bytes; allow generously for it.
-ENVELOPE_BYTES = 1024 * 1024
-
 _UPLOAD_BODY = {
     "required": True,
     "content": {
@@ -84,16 +75,15 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
     wait = request.app.state.upload_limiter.hit(user)
     if wait:
         raise TooManyRequests(f"Too many uploads; try again in {wait} s.", wait)
+    max_files, max_bytes = settings.max_files_per_upload, settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
-    most = settings.max_files_per_upload * settings.max_upload_bytes + ENVELOPE_BYTES
-    if declared.isascii() and declared.isdigit() and int(declared) > most:
-        raise RequestTooLarge(
-            f"The upload is larger than {settings.max_files_per_upload} files of "
-            f"{format_bytes(settings.max_upload_bytes)} each."
-        )
-    receiver = UploadReceiver(
-        service.storage, settings.max_upload_bytes, settings.max_files_per_upload
-    )
+    if (
+        declared.isascii()
+        and declared.isdigit()
+        and int(declared) > body_limit(max_files, max_bytes)
+    ):
+        raise too_large(max_files, max_bytes)
+    receiver = UploadReceiver(service.storage, max_bytes, max_files)
     try:
         await receiver.receive(request)
     except ClientDisconnect:
@@ -103,16 +93,16 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
         raise BadRequest(
             "The upload ended before its body was complete.", code="upload_cut_off"
         ) from None
-    accepted = []
+    if receiver.refusal is not None:
+        return _refused(receiver, receiver.refusal)
     try:
-        for received in receiver.received:
-            accepted.append(DocumentPublic.of(await service.accept(user, received)))
+        documents, not_stored = await service.accept_all(user, receiver.received)
     finally:
         receiver.discard()  # whatever was not placed (an error above) is removed
-    errors = [
-        UploadError(filename=r.filename, code=r.error.code, message=r.error.message)
-        for r in receiver.rejected
-    ]
+    for filename, error in not_stored:
+        receiver.reject(filename, error)
+    accepted = [DocumentPublic.of(d) for d in documents]
+    errors = [_upload_error(r.filename, r.error) for r in receiver.rejected]
     body = UploadResult(documents=accepted, errors=errors).model_dump(mode="json")
     if accepted:
         return JSONResponse(body, status_code=207 if errors else 201)
@@ -120,21 +110,44 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
         message = "No files were sent: use multipart parts named 'files'."
         body["detail"] = {"code": "no_files", "message": message}
         return JSONResponse(body, status_code=400)
-    body["detail"] = {"code": errors[0].code, "message": errors[0].message}
-    return JSONResponse(body, status_code=_status_for_rejections(receiver))
+    status_code, first = _status_for_rejections(receiver)
+    body["detail"] = {"code": first.code, "message": first.message}
+    return JSONResponse(body, status_code=status_code)
 
 
-def _status_for_rejections(receiver: UploadReceiver) -> int:
-    """One status for a batch of which nothing was accepted: the common one, else 400."""
-    statuses = set()
+def _upload_error(filename: str, error: DocintelError) -> UploadError:
+    return UploadError(filename=filename, code=error.code, message=error.message)
+
+
+def _status_for_rejections(receiver: UploadReceiver) -> tuple[int, DocintelError]:
+    """One status for a batch of which nothing was accepted, and the error it is for.
+
+    A full disk wins (507: the same request may succeed later); otherwise the
+    common status of the rejections, else 400.
+    """
+    by_status: dict[int, DocintelError] = {}
     for rejection in receiver.rejected:
-        if isinstance(rejection.error, FileTooLarge):
-            statuses.add(413)
-        elif isinstance(rejection.error, UnsupportedFileType):
-            statuses.add(415)
-        else:
-            statuses.add(400)
-    return statuses.pop() if len(statuses) == 1 else 400
+        by_status.setdefault(status_for(rejection.error), rejection.error)
+    if 507 in by_status:
+        return 507, by_status[507]
+    if len(by_status) == 1:
+        return next(iter(by_status.items()))
+    return 400, receiver.rejected[0].error
+
+
+def _refused(receiver: UploadReceiver, refusal: DocintelError) -> JSONResponse:
+    """The answer to an upload refused as a whole: nothing was stored.
+
+    The errors are the files rejected before it (at most one per file allowed)
+    and the refusal itself. The rest of the body was not read: `Connection:
+    close` ends the connection after the answer, so the server does not go on
+    draining what the client still sends.
+    """
+    errors = [_upload_error(r.filename, r.error) for r in receiver.rejected]
+    errors.append(_upload_error(receiver.refused_part, refusal))
+    body = UploadResult(documents=[], errors=errors).model_dump(mode="json")
+    body["detail"] = {"code": refusal.code, "message": refusal.message}
+    return JSONResponse(body, status_code=status_for(refusal), headers={"Connection": "close"})
 
 
 @router.get("", response_model=DocumentsPublic)
