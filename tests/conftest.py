@@ -363,3 +363,30 @@ def terminal_for(ids: list[str]) -> Any:
         return set(ids) <= ended
 
     return done
+
+
+# --- a small filesystem that a test can fill -----------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MB tmpfs mounted for the test (root only), unmounted after it.
+
+    Request it before `make_server` so the servers on it are stopped first.
+    """
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        # Lazy: a process that still holds a file there must not make the unmount fail.
+        subprocess.run(["umount", "-l", str(mount)], check=False)
