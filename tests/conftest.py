@@ -365,7 +365,7 @@ def terminal_for(ids: list[str]) -> Any:
     return done
 
 
-# --- a small tmpfs for the disk-full cases (test_upload_exhaustion.py) -------------
+# --- a small tmpfs for the disk-full cases (test_upload_exhaustion, test_exhaustion) ---
 
 
 @pytest.fixture
@@ -400,3 +400,13 @@ def tmpfs_upload_dir(tmp_path: Path) -> Iterator[Any]:
     for target in reversed(mounted):
         if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(target)], capture_output=True)  # still busy
+
+
+@pytest.fixture
+def small_tmpfs(tmpfs_upload_dir: Any) -> Path:
+    """A 24 MB tmpfs for the test (root only), unmounted after it.
+
+    Request it before `make_server` so the servers on it are stopped first.
+    """
+    mount: Path = tmpfs_upload_dir("24m")
+    return mount

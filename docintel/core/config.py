@@ -66,6 +66,9 @@ class Settings:
     resumable_expiry: float = 86400.0
     # Text beyond this is sampled before it is sent to the LLM (see analysis/prompt.py).
     max_prompt_chars: int = 100_000
+    # Seconds a document's status write is retried while the disk is full or the
+    # database busy; then the document is requeued once writes work (core/workers.py).
+    status_write_retry: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -113,6 +116,8 @@ class Settings:
             )
         if not self.users:
             raise ConfigError("DOCINTEL_USERS names no user.")
+        if self.status_write_retry < 0:
+            raise ConfigError("DOCINTEL_STATUS_WRITE_RETRY must be 0 or more seconds.")
 
     @property
     def analyzer_name(self) -> str:

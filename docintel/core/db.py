@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,13 +31,35 @@ PRAGMAS = {
     "busy_timeout": 5000,
 }
 
+
+class _SqliteDatabase(peewee.SqliteDatabase):
+    def rollback(self) -> None:
+        # SQLite ends the transaction by itself on some errors (SQLITE_FULL: the
+        # disk is full); the ROLLBACK peewee then sends fails with "no transaction
+        # is active", and that error would replace the one that says why.
+        if not self.is_closed() and not self.connection().in_transaction:  # type: ignore[no-untyped-call]
+            return
+        super().rollback()
+
+
 # Deferred: bound to a file by `connect()`; models in models.py use it.
-database = peewee.SqliteDatabase(None)
+database = _SqliteDatabase(None)
 
 
 def utcnow() -> str:
     """ISO 8601 UTC with milliseconds; sorts as text."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_in(0)
+
+
+def utc_in(seconds: float) -> str:
+    """The time `seconds` from now, as `utcnow` writes it."""
+    at = datetime.now(UTC) + timedelta(seconds=seconds)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_until(at: str) -> float:
+    """Seconds from now until a time `utcnow` wrote (negative once it has passed)."""
+    return (datetime.fromisoformat(at) - datetime.now(UTC)).total_seconds()
 
 
 def connect(path: Path) -> None:
@@ -214,11 +236,21 @@ def m004_document_count() -> None:
         execute(sql)
 
 
+def m005_document_backoff() -> None:
+    # A document requeued for a passing cause (a full disk, no file descriptors
+    # left, a busy database) is not claimed again before `not_before` (UTC ISO
+    # text, like every time here; NULL: at once), so it cannot hot-loop while the
+    # shortage lasts. `requeues` counts such requeues to lengthen the wait.
+    execute("ALTER TABLE document ADD COLUMN not_before TEXT")
+    execute("ALTER TABLE document ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[Callable[[], None]] = [
     m001_initial,
     m002_document_owner_id,
     m003_document_owner_status_seq,
     m004_document_count,
+    m005_document_backoff,
 ]
 
 

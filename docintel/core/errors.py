@@ -6,6 +6,7 @@ server's exception handler, exit status in the CLI).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -161,3 +162,60 @@ class InsufficientStorage(DocintelError):
         # "'a.txt' was not stored" + "the server's disk is full": what did not happen, and why.
         super().__init__(f"{what}: {reason}. Try again once space is freed on the server.")
         self.reason = reason
+
+
+# --- transient resource errors ------------------------------------------------
+#
+# Running out of disk, descriptors or memory, or a database another process is
+# holding, says nothing about the document being processed: the same work
+# succeeds once the shortage passes. The workers requeue a document for such
+# a cause instead of failing it (see core/workers.py).
+
+_TRANSIENT_ERRNOS = {
+    errno.ENOSPC: "the disk was full",
+    errno.EDQUOT: "the disk quota was exceeded",
+    errno.EMFILE: "the server had too many open files",
+    errno.ENFILE: "the system had too many open files",
+    errno.ENOMEM: "the system was out of memory",
+}
+# SQLite's primary result codes (the low byte of an extended code).
+_TRANSIENT_SQLITE = {
+    5: "the database was busy",  # SQLITE_BUSY: another connection holds the lock
+    6: "the database was locked",  # SQLITE_LOCKED
+    13: "the disk was full",  # SQLITE_FULL: "database or disk is full"
+}
+_TRANSIENT_SQLITE_MESSAGES = {
+    "database is locked": "the database was busy",
+    "database table is locked": "the database was locked",
+    "database or disk is full": "the disk was full",
+}
+
+
+def transient_cause(exc: BaseException) -> str | None:
+    """Why `exc` is a passing shortage ("the disk was full"), or None for a real failure.
+
+    Follows the chain of causes, so an error raised while handling one (the
+    database driver's wrapper, an HTTP client's "connection failed" around an
+    EMFILE) is classified by what lies underneath.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        cause = _own_transient_cause(current)
+        if cause is not None:
+            return cause
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _own_transient_cause(exc: BaseException) -> str | None:
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return _TRANSIENT_ERRNOS[exc.errno]
+    code = getattr(exc, "sqlite_errorcode", None)  # sqlite3.Error, Python 3.11+
+    if isinstance(code, int) and code & 0xFF in _TRANSIENT_SQLITE:
+        return _TRANSIENT_SQLITE[code & 0xFF]
+    # peewee re-raises sqlite3's errors as its own classes with the same message.
+    if type(exc).__name__ in ("OperationalError", "DatabaseError"):
+        return _TRANSIENT_SQLITE_MESSAGES.get(str(exc).strip())
+    return None

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from docintel.core import queue
 from docintel.core.analysis import AnalysisResult, Analyzer
 from docintel.core.config import Settings
 from docintel.core.db import Database
-from docintel.core.errors import DocintelError
+from docintel.core.errors import DocintelError, transient_cause
 from docintel.core.extraction import Limits, extract
 from docintel.core.models import ANALYZING, COMPLETED, FAILED, PROCESSING, Document
 from docintel.core.storage import Storage
@@ -20,12 +22,42 @@ from docintel.core.validation import SNIFF_BYTES, validate
 log = logging.getLogger(__name__)
 
 
+# A status write that fails for a passing cause (full disk, busy database) is
+# retried after 0.1 s, 0.2 s… at most this far apart, within the pipeline's
+# `write_retry` budget.
+WRITE_RETRY_MAX_DELAY = 5.0
+
+T = TypeVar("T")
+
+
+class Unwritable(Exception):
+    """A document's status could not be written within the retry budget.
+
+    Raised out of `Pipeline.run` for the worker pool, which hands the document
+    to its requeue task (`WorkerPool`) and frees the slot.
+    """
+
+    def __init__(self, document_id: str, cause: str) -> None:
+        super().__init__(f"the status of document {document_id} could not be written: {cause}")
+        self.document_id = document_id
+        self.cause = cause
+
+
 class Pipeline:
-    def __init__(self, db: Database, storage: Storage, analyzer: Analyzer, limits: Limits) -> None:
+    def __init__(
+        self,
+        db: Database,
+        storage: Storage,
+        analyzer: Analyzer,
+        limits: Limits,
+        *,
+        write_retry: float = 30.0,
+    ) -> None:
         self.db = db
         self.storage = storage
         self.analyzer = analyzer
         self.limits = limits
+        self.write_retry = write_retry  # seconds a failing status write is retried
 
     async def run(
         self, document: Document, *, claim_next: Callable[[], bool] = lambda: False
@@ -37,6 +69,12 @@ class Pipeline:
         last write also claims the next pending document, returned (already
         `processing`) for the caller to run: one database round trip between
         two documents instead of two.
+
+        A passing shortage (a full disk, no file descriptors left, a busy
+        database; `transient_cause`) puts the document back in the queue
+        instead of failing it. A status write that fails for such a cause is
+        retried for `write_retry` seconds; after that `Unwritable` is raised
+        and the caller must see the document requeued once writes succeed again.
         """
         stage = PROCESSING
         analysis: asyncio.Task[AnalysisResult] | None = None
@@ -62,10 +100,24 @@ class Pipeline:
                 detail=f"analysed by {result.analyzer} ({result.model})",
                 analysis=result.model_dump(),
             )
-        except DocintelError as exc:
-            log.info("document %s failed while %s: %s", document.id, stage, exc.code)
-            return await self._finish(document.id, stage, FAILED, claim_next, error=exc.message)
+        except Unwritable:
+            raise
         except Exception as exc:
+            cause = transient_cause(exc)
+            if cause is not None:
+                # The machine, not the document: try it again once the shortage passes.
+                log.warning(
+                    "document %s: %s while %s (%s); requeueing it",
+                    document.id,
+                    cause,
+                    stage,
+                    _brief(exc),
+                )
+                await self._write(document.id, queue.requeue, {document.id: cause})
+                return None
+            if isinstance(exc, DocintelError):
+                log.info("document %s failed while %s: %s", document.id, stage, exc.code)
+                return await self._finish(document.id, stage, FAILED, claim_next, error=exc.message)
             # Log and continue: one bad document must not take the worker down.
             log.exception("document %s: unexpected error while %s", document.id, stage)
             return await self._finish(
@@ -84,8 +136,67 @@ class Pipeline:
             elif analysis is not None and not analysis.cancelled():
                 analysis.exception()  # seen: the failure of a dropped document's analysis
 
+    async def _write(self, document_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A status write of `document_id`, retried with backoff while it fails for a passing cause.
+
+        Each write is a compare-and-set (`queue.transition`, `queue.requeue`),
+        so trying one again after a failure can never apply it twice.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_retry
+        delay = 0.1
+        failures = 0
+        while True:
+            try:
+                result = await self._write_once(fn, *args, **kwargs)
+            except Exception as exc:
+                cause = transient_cause(exc)
+                if cause is None:
+                    raise
+                failures += 1
+                if failures == 1:  # once per document, not once per try
+                    log.warning(
+                        "document %s: its status could not be written (%s: %s); "
+                        "retrying for up to %g s",
+                        document_id,
+                        cause,
+                        _brief(exc),
+                        self.write_retry,
+                    )
+                if loop.time() + delay > deadline:
+                    log.warning(
+                        "document %s: gave up writing its status after %d tries (%s); "
+                        "it goes back to the queue once writes succeed",
+                        document_id,
+                        failures,
+                        cause,
+                    )
+                    raise Unwritable(document_id, cause) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX_DELAY)
+                continue
+            if failures:
+                log.info("document %s: status written after %d failed tries", document_id, failures)
+            return result
+
+    async def _write_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One write that runs to its end in the database thread even if we are cancelled."""
+        write = asyncio.ensure_future(self.db.write(fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # The write goes on in the database thread whatever happens here; a
+            # document it claims must not stay `processing` with nobody working on it.
+            with contextlib.suppress(Exception):
+                result = await write
+                if isinstance(result, tuple) and isinstance(result[-1], Document):
+                    await self.db.write(queue.release, [result[-1].id], "its worker was stopped")
+            raise
+
     async def _move(self, document_id: str, current: str, status: str, **kwargs: object) -> bool:
-        moved = await self.db.write(queue.transition, document_id, (current,), status, **kwargs)
+        moved = await self._write(
+            document_id, queue.transition, document_id, (current,), status, **kwargs
+        )
         if not moved:
             _dropped(document_id, status)
         return moved
@@ -102,21 +213,17 @@ class Pipeline:
         if not claim_next():
             await self._move(document_id, current, status, **kwargs)
             return None
-        write = asyncio.ensure_future(
-            self.db.write(queue.transition_then_claim, document_id, (current,), status, **kwargs)
+        moved, claimed = await self._write(
+            document_id, queue.transition_then_claim, document_id, (current,), status, **kwargs
         )
-        try:
-            moved, claimed = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            # The write goes on in the database thread whatever happens here; a
-            # document it claims must not stay `processing` with nobody working on it.
-            moved, claimed = await write
-            if claimed is not None:
-                await self.db.write(queue.release, [claimed.id], "its worker was stopped")
-            raise
         if not moved:
             _dropped(document_id, status)
         return claimed
+
+
+def _brief(exc: BaseException) -> str:
+    """`OSError: [Errno 28] No space left on device`: the log line, no traceback."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _dropped(document_id: str, status: str) -> None:

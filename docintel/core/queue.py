@@ -17,11 +17,11 @@ These functions run on the database thread; callers go through
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from docintel.core.db import database, execute, execute_many, utcnow
+from docintel.core.db import database, execute, execute_many, seconds_until, utc_in, utcnow
 from docintel.core.models import (
     FAILED,
     IN_FLIGHT,
@@ -31,6 +31,10 @@ from docintel.core.models import (
 )
 
 MAX_ATTEMPTS = 3
+# A document requeued for a passing cause waits 2 s, then 4, 8… up to a minute
+# before it may be claimed again (see `requeue`).
+REQUEUE_BASE_SECONDS = 2.0
+REQUEUE_MAX_SECONDS = 60.0
 
 # The hot path (enqueue, claim, transition: four writes per document) is plain
 # SQL. Building the same statements with peewee cost 5-10 times as much CPU on
@@ -51,12 +55,21 @@ _INSERT_DOCUMENT = (
 )
 # The oldest pending documents, by the AUTOINCREMENT seq (strict FIFO), moved to
 # `processing` in one statement; `status = 'pending'` again in the outer WHERE
-# is the "check that you won" of the claim.
+# is the "check that you won" of the claim. A document requeued for a passing
+# cause is skipped until its `not_before` (m005).
 _CLAIM = (
     "UPDATE document SET status = ?, attempts = attempts + 1, updated_at = ?, error = NULL"
     " WHERE status = ? AND seq IN"
-    " (SELECT seq FROM document WHERE status = ? ORDER BY seq LIMIT ?)"
+    " (SELECT seq FROM document WHERE status = ? AND (not_before IS NULL OR not_before <= ?)"
+    " ORDER BY seq LIMIT ?)"
     f" RETURNING {_COLUMNS}"
+)
+_IN_FLIGHT_BY_ID = (
+    "SELECT owner, status, requeues FROM document WHERE id = ? AND status IN ({in_flight})"
+).format(in_flight=", ".join(f"'{status}'" for status in sorted(IN_FLIGHT)))
+_REQUEUE = (
+    "UPDATE document SET status = ?, attempts = MAX(0, attempts - 1), requeues = requeues + 1,"
+    " not_before = ?, error = NULL, updated_at = ? WHERE id = ?"
 )
 _MOVE = (
     "UPDATE document SET status = ?, error = ?, updated_at = ?"
@@ -159,7 +172,7 @@ def claim(limit: int = 1) -> list[Document]:
     """Claim up to `limit` of the oldest pending documents, oldest first ([] if none)."""
     with database.atomic("IMMEDIATE"):
         now = utcnow()
-        rows = execute(_CLAIM, (PROCESSING, now, PENDING, PENDING, limit)).fetchall()
+        rows = execute(_CLAIM, (PROCESSING, now, PENDING, PENDING, now, limit)).fetchall()
         # RETURNING gives no order; the events must follow the queue's.
         rows.sort(key=lambda row: row[0])
         claimed = [Document(**dict(zip(_FIELDS, row, strict=True))) for row in rows]
@@ -204,6 +217,46 @@ def release(document_ids: list[str], why: str = "the server was stopped") -> int
             record(document, PENDING, f"requeued: {why} while it was {previous}")
             released += 1
     return released
+
+
+def requeue(causes: Mapping[str, str]) -> list[str]:
+    """Put in-flight documents back in the queue for a passing cause; returns those moved.
+
+    `causes` maps a document id to why ("the disk was full"). The attempt is
+    not counted: a full disk or a busy database says nothing about the
+    document, and a shortage that lasts an hour must not fail the documents
+    that met it. Instead the document waits before it may be claimed again,
+    longer each time (`REQUEUE_BASE_SECONDS`, doubling, at most
+    `REQUEUE_MAX_SECONDS`), so a shortage that lasts costs a try a minute per
+    document, not a hot loop. A document that is gone or no longer in flight
+    is left alone.
+    """
+    requeued = []
+    with database.atomic():
+        for document_id, cause in causes.items():
+            rows = execute(_IN_FLIGHT_BY_ID, (document_id,)).fetchall()
+            if not rows:
+                continue
+            [(owner, previous, requeues)] = rows
+            delay = min(REQUEUE_MAX_SECONDS, REQUEUE_BASE_SECONDS * 2**requeues)
+            now = utcnow()
+            execute(_REQUEUE, (PENDING, utc_in(delay), now, document_id))
+            detail = f"requeued: {cause} while it was {previous}; next try in {delay:g} s"
+            execute(_INSERT_EVENT, (document_id, owner, PENDING, now, detail))
+            requeued.append(document_id)
+    return requeued
+
+
+def seconds_until_claimable() -> float | None:
+    """How soon a pending document that is waiting out its `not_before` may be claimed.
+
+    None when no document waits: the dispatcher then sleeps until a commit.
+    """
+    [(earliest,)] = execute(
+        "SELECT MIN(not_before) FROM document WHERE status = ? AND not_before > ?",
+        (PENDING, utcnow()),
+    ).fetchall()
+    return None if earliest is None else max(0.0, seconds_until(earliest))
 
 
 def requeue_interrupted() -> list[Document]:

@@ -68,7 +68,13 @@ class DocumentService:
         self.db.on_commit.append(self.feed.notify)
         self.storage = Storage(settings.data_dir)
         self.analyzer = build_analyzer(settings)
-        self.pipeline = Pipeline(self.db, self.storage, self.analyzer, limits_for(settings))
+        self.pipeline = Pipeline(
+            self.db,
+            self.storage,
+            self.analyzer,
+            limits_for(settings),
+            write_retry=settings.status_write_retry,
+        )
         self.workers = WorkerPool(self.db, self.pipeline, settings.workers)
 
     @property

@@ -14,6 +14,12 @@ database), so an idle queue costs nothing and new work starts at once.
 
 Every claim goes through the one database thread and takes the oldest pending
 documents, so documents start in upload order whoever claims them.
+
+A shortage (a full disk, a busy database) must not leave a document in flight
+with nobody working on it: when the pipeline cannot write a document's status
+(`Unwritable`), the slot is freed and the document goes to a requeue task,
+which keeps trying, with backoff, to put it back to `pending` and ends once it
+has. A claim that fails for such a cause is retried with backoff too.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ import logging
 
 from docintel.core import queue
 from docintel.core.db import Database
+from docintel.core.errors import transient_cause
 from docintel.core.models import Document
-from docintel.core.pipeline import Pipeline
+from docintel.core.pipeline import Pipeline, Unwritable
 
 log = logging.getLogger(__name__)
 
 # A safety net only: every commit wakes the dispatcher.
 IDLE_RECHECK_SECONDS = 30.0
+# A failed claim or requeue is tried again after 0.5 s, 1 s… at most this far apart.
+RETRY_MAX_DELAY = 10.0
 
 
 class WorkerPool:
@@ -45,6 +54,9 @@ class WorkerPool:
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per busy slot
         self._running: dict[str, asyncio.Task[None]] = {}  # document id → the task running it
+        # Documents whose status could not be written: id → cause, until requeued.
+        self._unwritten: dict[str, str] = {}
+        self._requeuer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="docintel-dispatcher")
@@ -68,8 +80,11 @@ class WorkerPool:
             self._wake.set()
             self._slot_freed.set()
             await self._dispatcher
-        if not self._tasks:
-            return
+        if self._tasks:
+            await self._stop_tasks(grace)
+        await self._stop_requeuer()  # last: a task stopping may still hand a document back
+
+    async def _stop_tasks(self, grace: float) -> None:
         _, pending = await asyncio.wait(self._tasks, timeout=grace)
         cut_short = [doc_id for doc_id, task in self._running.items() if task in pending]
         for task in pending:
@@ -86,6 +101,7 @@ class WorkerPool:
         return not self._stop.is_set()
 
     async def _dispatch(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             free = self.concurrency - len(self._tasks)
             if free <= 0:
@@ -94,9 +110,13 @@ class WorkerPool:
                 continue
             try:
                 documents = await self.db.write(queue.claim, free)
-            except Exception:
-                log.exception("could not claim from the queue; retrying")
-                documents = []
+            except Exception as exc:
+                failures += 1
+                await self._claim_failed(exc, failures)
+                continue
+            if failures:
+                log.info("claiming from the queue works again")
+                failures = 0
             if self._stop.is_set():
                 await self._put_back(documents)
                 return
@@ -104,8 +124,7 @@ class WorkerPool:
                 # Our own claim's commit set the flag. The database runs writes one
                 # at a time, so any commit after our claim wakes us after this line.
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
+                await self._sleep_until_work()
                 continue
             for document in documents:
                 task = asyncio.create_task(
@@ -113,6 +132,76 @@ class WorkerPool:
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._forget)
+
+    async def _claim_failed(self, exc: Exception, failures: int) -> None:
+        """Log a failed claim (once per run of failures) and wait before the next."""
+        cause = transient_cause(exc)
+        if cause is None:
+            log.exception("could not claim from the queue; retrying")
+        elif failures == 1:
+            log.warning(
+                "could not claim from the queue (%s: %s); retrying with backoff", cause, exc
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), _backoff(failures))
+
+    async def _sleep_until_work(self) -> None:
+        """Until a commit, or until a document waiting out its backoff may be claimed."""
+        timeout = IDLE_RECHECK_SECONDS
+        with contextlib.suppress(Exception):  # a failed read only shortens nothing
+            waiting = await self.db.run(queue.seconds_until_claimable)
+            if waiting is not None:
+                timeout = min(timeout, waiting + 0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _hand_back(self, document_id: str, cause: str) -> None:
+        """Take a document whose status could not be written: requeue it when writes work."""
+        self._unwritten[document_id] = cause
+        if self._requeuer is None or self._requeuer.done():
+            self._requeuer = asyncio.create_task(self._requeue(), name="docintel-requeuer")
+
+    async def _requeue(self) -> None:
+        """Put every handed-back document back to `pending`, trying until the write succeeds."""
+        failures = 0
+        while self._unwritten:
+            batch = dict(self._unwritten)
+            try:
+                requeued = await self.db.write(queue.requeue, batch)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "cannot requeue %d document(s) yet (%s: %s); retrying with backoff",
+                        len(batch),
+                        transient_cause(exc) or "unexpected error",
+                        exc,
+                    )
+                await asyncio.sleep(_backoff(failures))
+                continue
+            for document_id in batch:
+                self._unwritten.pop(document_id, None)
+            if requeued:
+                log.warning(
+                    "requeued %d document(s) whose status could not be written: %s",
+                    len(requeued),
+                    ", ".join(requeued),
+                )
+
+    async def _stop_requeuer(self) -> None:
+        """At stop: one last try; what is still unwritten is requeued at the next start."""
+        if self._requeuer is not None:
+            self._requeuer.cancel()
+            await asyncio.gather(self._requeuer, return_exceptions=True)
+        if self._unwritten:
+            try:
+                await self.db.write(queue.requeue, dict(self._unwritten))
+            except Exception as exc:
+                log.warning(
+                    "could not requeue %d document(s) at stop (%s); the next start will",
+                    len(self._unwritten),
+                    exc,
+                )
 
     async def _work(self, document: Document) -> None:
         """Run `document`, then each next one its last write claimed, until there is none."""
@@ -124,6 +213,10 @@ class WorkerPool:
             self._running[document.id] = task
             try:
                 claimed = await self.pipeline.run(document, claim_next=self._claiming)
+            except Unwritable as unwritable:
+                # Free the slot; the requeue task puts the document back once it can.
+                self._hand_back(unwritable.document_id, unwritable.cause)
+                return
             finally:
                 del self._running[document.id]
             if claimed is not None and self._stop.is_set():
@@ -139,3 +232,8 @@ class WorkerPool:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slot_freed.set()
+
+
+def _backoff(failures: int) -> float:
+    """0.5 s after the first failure, doubling, at most RETRY_MAX_DELAY."""
+    return float(min(RETRY_MAX_DELAY, 0.5 * 2 ** (failures - 1)))
