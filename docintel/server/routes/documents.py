@@ -20,6 +20,14 @@ from docintel.core.errors import (
 from docintel.core.validation import format_bytes
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
+from docintel.server.openapi import (
+    AUTH_ERRORS,
+    INSUFFICIENT_STORAGE,
+    INVALID,
+    TOO_MANY,
+    Responses,
+    error,
+)
 from docintel.server.schemas import (
     AmbiguousIdResponse,
     DocumentDetailPublic,
@@ -30,21 +38,31 @@ from docintel.server.schemas import (
     HistoryEntry,
     Status,
     UploadError,
+    UploadRejected,
     UploadResult,
 )
 from docintel.server.uploads import UploadReceiver
 
 log = logging.getLogger(__name__)
 LAST_EVENT_ID = "X-Last-Event-ID"  # the event a listing reflects
-router = APIRouter(prefix="/documents", tags=["documents"])
+# Every route here needs a token.
+router = APIRouter(prefix="/documents", tags=["documents"], responses=AUTH_ERRORS)
 # A route taking an id takes a unique prefix of it too (at least 4 characters).
-ID_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The id prefix is too short."},
-    404: {"model": ErrorResponse},
+ID_ERRORS: Responses = {
+    **INVALID,
+    400: error("The id prefix is too short (`id_too_short`)."),
+    404: error("No document of yours has this id (`not_found`)."),
     409: {"model": AmbiguousIdResponse, "description": "The id prefix is ambiguous."},
 }
+ID_MIN_LENGTH = 4
 DocumentId = Annotated[
-    str, Path(description="A document id, or a unique prefix of it (at least 4 characters).")
+    str,
+    Path(
+        description="A document id, or a unique prefix of it (at least 4 characters).",
+        # In the schema only: a shorter id is answered 400 `id_too_short` with
+        # a sentence, not FastAPI's 422, so the check stays in the service.
+        json_schema_extra={"minLength": ID_MIN_LENGTH},
+    ),
 ]
 # Multipart framing per part is a few hundred bytes; allow generously for it.
 ENVELOPE_BYTES = 1024 * 1024
@@ -57,7 +75,12 @@ _UPLOAD_BODY = {
                 "type": "object",
                 "required": ["files"],
                 "properties": {
-                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    # At least one: an upload without files is answered 400 `no_files`.
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "minItems": 1,
+                    }
                 },
             }
         }
@@ -65,17 +88,25 @@ _UPLOAD_BODY = {
 }
 
 
+# When no file is accepted, the answer lists each file's error (UploadRejected);
+# an upload refused as a whole (not multipart, too large, too many parts) has
+# only the `detail` (ErrorResponse).
+_REJECTED: dict[str, Any] = {"model": UploadRejected | ErrorResponse}
+UPLOAD_RESPONSES: Responses = {
+    207: {"model": UploadResult, "description": "Some files were accepted, some refused."},
+    400: {**_REJECTED, "description": "Nothing was accepted: an empty, unreadable or bad upload."},
+    413: {**_REJECTED, "description": "Nothing was accepted: too large (a file, or the body)."},
+    415: {**_REJECTED, "description": "Nothing was accepted: no file was a PDF or text file."},
+    **TOO_MANY,
+    **INSUFFICIENT_STORAGE,
+}
+
+
 @router.post(
     "/upload",
     status_code=status.HTTP_201_CREATED,
     response_model=UploadResult,
-    responses={
-        207: {"model": UploadResult, "description": "Some files were accepted."},
-        400: {"model": UploadResult},
-        413: {"model": UploadResult},
-        415: {"model": UploadResult},
-        429: {"model": ErrorResponse},
-    },
+    responses=UPLOAD_RESPONSES,
     openapi_extra={"requestBody": _UPLOAD_BODY},
 )
 async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JSONResponse:
@@ -137,7 +168,7 @@ def _status_for_rejections(receiver: UploadReceiver) -> int:
     return statuses.pop() if len(statuses) == 1 else 400
 
 
-@router.get("", response_model=DocumentsPublic)
+@router.get("", response_model=DocumentsPublic, responses=INVALID)
 async def list_documents(
     response: Response,
     user: CurrentUser,
@@ -189,7 +220,7 @@ async def get_status(
     )
 
 
-@router.delete("/{document_id}", status_code=204, responses=ID_ERRORS)
+@router.delete("/{document_id}", status_code=204, responses={**ID_ERRORS, **INSUFFICIENT_STORAGE})
 async def delete_document(
     document_id: DocumentId, user: CurrentUser, service: ServiceDep
 ) -> Response:
