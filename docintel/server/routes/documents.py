@@ -17,6 +17,7 @@ from docintel.core.errors import (
     TooManyRequests,
     UnsupportedFileType,
 )
+from docintel.core.service import MIN_ID_PREFIX
 from docintel.core.validation import format_bytes
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
@@ -54,14 +55,13 @@ ID_ERRORS: Responses = {
     404: error("No document of yours has this id (`not_found`)."),
     409: {"model": AmbiguousIdResponse, "description": "The id prefix is ambiguous."},
 }
-ID_MIN_LENGTH = 4
 DocumentId = Annotated[
     str,
     Path(
         description="A document id, or a unique prefix of it (at least 4 characters).",
         # In the schema only: a shorter id is answered 400 `id_too_short` with
         # a sentence, not FastAPI's 422, so the check stays in the service.
-        json_schema_extra={"minLength": ID_MIN_LENGTH},
+        json_schema_extra={"minLength": MIN_ID_PREFIX},
     ),
 ]
 # Multipart framing per part is a few hundred bytes; allow generously for it.
