@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import socket
 
 import httpx
 import pytest
 
-from tests.conftest import PDFS, TXTS, ServerProcess, upload
+from tests.conftest import PDFS, TXTS, ServerProcess, upload, wait_terminal
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,37 @@ def test_rejections_have_status_code_and_a_sentence_naming_the_file(
     assert error["code"] == code
     assert name in error["message"] and words in error["message"]
     assert body["detail"]["code"] == code
+
+
+# Two sentences, short enough for the offline summary to keep both, with
+# characters outside Latin-1 so that a wrong decoding shows.
+UNICODE_TEXT = "The Zürich office paid the €40 invoice on Monday. Everyone said «merci» to Łukasz."
+
+
+# UTF-32 LE's BOM (FF FE 00 00) starts with UTF-16 LE's (FF FE): both must decode.
+BOMS = {
+    "utf-32-be": codecs.BOM_UTF32_BE,
+    "utf-32-le": codecs.BOM_UTF32_LE,
+    "utf-16-be": codecs.BOM_UTF16_BE,
+    "utf-16-le": codecs.BOM_UTF16_LE,
+    "utf-8": codecs.BOM_UTF8,
+}
+
+
+@pytest.mark.parametrize("encoding", list(BOMS))
+def test_unicode_text_with_a_bom_is_accepted_and_decoded(
+    alice: httpx.Client, encoding: str
+) -> None:
+    """UTF-16/32 text is full of NULs: its BOM, not a binary sniff, says it is text."""
+    name = f"{encoding}-bom.txt"
+    response = upload(alice, (name, BOMS[encoding] + UNICODE_TEXT.encode(encoding)))
+    assert response.status_code == 201, response.text
+    [doc] = response.json()["documents"]
+    detail = wait_terminal(alice, [doc["id"]])[doc["id"]]
+    assert detail["status"] == "completed", detail
+    # The offline analyzer summarises the decoded text: the sentences come back whole.
+    assert "The Zürich office paid the €40 invoice on Monday." in detail["analysis"]["summary"]
+    assert "Łukasz" in detail["analysis"]["summary"]
 
 
 def test_corpus_empty_file_is_rejected(alice: httpx.Client) -> None:

@@ -5,6 +5,7 @@ Each check raises a RejectedUpload subclass whose message names the file.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import PurePath
 
 from docintel.core.errors import EmptyFile, FileTooLarge, UnsupportedFileType
@@ -43,9 +44,20 @@ def check_content(filename: str, content_type: str, head: bytes) -> None:
         raise UnsupportedFileType(f"{filename!r} is named .txt but contains binary data.")
 
 
+# Byte-order marks of the encodings extraction.decode_text reads. UTF-16 and
+# UTF-32 text is full of NULs, so a file with one of these is text by its BOM.
+# (UTF-32 BE's BOM starts with NULs: a check for UTF-16's alone refused it.)
+UNICODE_BOMS = (
+    codecs.BOM_UTF32_LE,
+    codecs.BOM_UTF32_BE,
+    codecs.BOM_UTF16_LE,
+    codecs.BOM_UTF16_BE,
+)
+
+
 def looks_like_text(head: bytes) -> bool:
     """Heuristic on the first bytes: UTF-16/32 with a BOM, or no NULs and few controls."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if head.startswith(UNICODE_BOMS):
         return True
     if b"\x00" in head:
         return False

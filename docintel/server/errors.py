@@ -8,12 +8,14 @@ builds an error response.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from docintel.core.errors import (
     AmbiguousId,
@@ -79,6 +81,44 @@ def headers_for(exc: DocintelError) -> dict[str, str] | None:
     return None
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods a 405's `Allow` header names: those the API serves at the request's path.
+
+    Starlette's 405 names the methods of the first route matching the path
+    only: GET and DELETE /documents/{id} are two routes, so it said `GET`.
+    A path in the published schema gets the methods declared for it, matched
+    by OpenAPI's rule (a concrete path before a templated one, so
+    /documents/upload is POST only, not also /documents/{id}'s GET and DELETE);
+    any other path, those its routes answer (mounted apps, which take any
+    method, aside).
+    """
+    root = request.scope.get("root_path", "")
+    path = request.scope["path"].removeprefix(root) if root else request.scope["path"]
+    declared = _declared_methods(request.app, path)
+    if declared:
+        return ", ".join(declared)
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
+def _declared_methods(app: FastAPI, path: str) -> list[str]:
+    paths: dict[str, dict[str, Any]] = app.openapi().get("paths", {})
+    templated = sorted(paths, key=lambda p: "{" in p)  # concrete paths first
+    for template in templated:
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return sorted(m.upper() for m in paths[template] if m.upper() in HTTP_METHODS)
+    return []
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DocintelError)
     async def docintel_error(request: Request, exc: DocintelError) -> JSONResponse:
@@ -88,7 +128,10 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # The framework's own: unknown routes, wrong methods.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

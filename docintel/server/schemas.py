@@ -121,6 +121,12 @@ class UploadResult(BaseModel):
     errors: list[UploadError]
 
 
+class UploadRejected(UploadResult):
+    """No file of the upload was accepted: why, per file, and the first reason as `detail`."""
+
+    detail: ErrorBody
+
+
 class StreamEvent(BaseModel):
     """The `data:` of a stream event (SSE and WebSocket alike)."""
 

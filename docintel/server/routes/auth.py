@@ -11,7 +11,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from docintel.core.errors import InvalidRequest, RequestTooLarge
 from docintel.server.auth import Authenticator, CurrentUser
-from docintel.server.schemas import ErrorResponse, LoginRequest, Token
+from docintel.server.openapi import AUTH_ERRORS, TOO_MANY, Responses, error
+from docintel.server.schemas import LoginRequest, Token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -28,15 +29,18 @@ _BODY = {
 }
 
 
+LOGIN_RESPONSES: Responses = {
+    401: error("Wrong username or password (`invalid_credentials`)."),
+    413: error("The login body is larger than a login needs (`login_too_large`)."),
+    422: error("No username and password in the body (`invalid_request`)."),
+    **TOO_MANY,
+}
+
+
 @router.post(
     "/login",
     response_model=Token,
-    responses={
-        401: {"model": ErrorResponse},
-        413: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        429: {"model": ErrorResponse},
-    },
+    responses=LOGIN_RESPONSES,
     openapi_extra={"requestBody": _BODY},
 )
 async def login(request: Request) -> Token:
@@ -53,7 +57,7 @@ async def login(request: Request) -> Token:
     return Token(access_token=token, expires_in=authenticator.ttl)
 
 
-@router.post("/refresh", response_model=Token, responses={401: {"model": ErrorResponse}})
+@router.post("/refresh", response_model=Token, responses=AUTH_ERRORS)
 async def refresh(request: Request, username: CurrentUser) -> Token:
     """Exchange a valid, unexpired bearer token for a fresh one with a full lifetime."""
     authenticator: Authenticator = request.app.state.authenticator

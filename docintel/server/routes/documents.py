@@ -11,9 +11,18 @@ from starlette.requests import ClientDisconnect
 
 from docintel.core.analysis import AnalysisResult
 from docintel.core.errors import BadRequest, DocintelError, TooManyRequests
+from docintel.core.service import MIN_ID_PREFIX
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
 from docintel.server.errors import status_for
+from docintel.server.openapi import (
+    AUTH_ERRORS,
+    INSUFFICIENT_STORAGE,
+    INVALID,
+    TOO_MANY,
+    Responses,
+    error,
+)
 from docintel.server.schemas import (
     AmbiguousIdResponse,
     DocumentDetailPublic,
@@ -24,21 +33,30 @@ from docintel.server.schemas import (
     HistoryEntry,
     Status,
     UploadError,
+    UploadRejected,
     UploadResult,
 )
 from docintel.server.uploads import UploadReceiver, body_limit, too_large
 
 log = logging.getLogger(__name__)
 LAST_EVENT_ID = "X-Last-Event-ID"  # the event a listing reflects
-router = APIRouter(prefix="/documents", tags=["documents"])
+# Every route here needs a token.
+router = APIRouter(prefix="/documents", tags=["documents"], responses=AUTH_ERRORS)
 # A route taking an id takes a unique prefix of it too (at least 4 characters).
-ID_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The id prefix is too short."},
-    404: {"model": ErrorResponse},
+ID_ERRORS: Responses = {
+    **INVALID,
+    400: error("The id prefix is too short (`id_too_short`)."),
+    404: error("No document of yours has this id (`not_found`)."),
     409: {"model": AmbiguousIdResponse, "description": "The id prefix is ambiguous."},
 }
 DocumentId = Annotated[
-    str, Path(description="A document id, or a unique prefix of it (at least 4 characters).")
+    str,
+    Path(
+        description="A document id, or a unique prefix of it (at least 4 characters).",
+        # In the schema only: a shorter id is answered 400 `id_too_short` with
+        # a sentence, not FastAPI's 422, so the check stays in the service.
+        json_schema_extra={"minLength": MIN_ID_PREFIX},
+    ),
 ]
 _UPLOAD_BODY = {
     "required": True,
@@ -48,7 +66,12 @@ _UPLOAD_BODY = {
                 "type": "object",
                 "required": ["files"],
                 "properties": {
-                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    # At least one: an upload without files is answered 400 `no_files`.
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "minItems": 1,
+                    }
                 },
             }
         }
@@ -56,17 +79,25 @@ _UPLOAD_BODY = {
 }
 
 
+# When no file is accepted, the answer lists each file's error (UploadRejected);
+# an upload refused as a whole (not multipart, too large, too many parts) has
+# only the `detail` (ErrorResponse).
+_REJECTED: dict[str, Any] = {"model": UploadRejected | ErrorResponse}
+UPLOAD_RESPONSES: Responses = {
+    207: {"model": UploadResult, "description": "Some files were accepted, some refused."},
+    400: {**_REJECTED, "description": "Nothing was accepted: an empty, unreadable or bad upload."},
+    413: {**_REJECTED, "description": "Nothing was accepted: too large (a file, or the body)."},
+    415: {**_REJECTED, "description": "Nothing was accepted: no file was a PDF or text file."},
+    **TOO_MANY,
+    **INSUFFICIENT_STORAGE,
+}
+
+
 @router.post(
     "/upload",
     status_code=status.HTTP_201_CREATED,
     response_model=UploadResult,
-    responses={
-        207: {"model": UploadResult, "description": "Some files were accepted."},
-        400: {"model": UploadResult},
-        413: {"model": UploadResult},
-        415: {"model": UploadResult},
-        429: {"model": ErrorResponse},
-    },
+    responses=UPLOAD_RESPONSES,
     openapi_extra={"requestBody": _UPLOAD_BODY},
 )
 async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JSONResponse:
@@ -99,8 +130,8 @@ async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JS
         documents, not_stored = await service.accept_all(user, receiver.received)
     finally:
         receiver.discard()  # whatever was not placed (an error above) is removed
-    for filename, error in not_stored:
-        receiver.reject(filename, error)
+    for filename, problem in not_stored:
+        receiver.reject(filename, problem)
     accepted = [DocumentPublic.of(d) for d in documents]
     errors = [_upload_error(r.filename, r.error) for r in receiver.rejected]
     body = UploadResult(documents=accepted, errors=errors).model_dump(mode="json")
@@ -150,7 +181,7 @@ def _refused(receiver: UploadReceiver, refusal: DocintelError) -> JSONResponse:
     return JSONResponse(body, status_code=status_for(refusal), headers={"Connection": "close"})
 
 
-@router.get("", response_model=DocumentsPublic)
+@router.get("", response_model=DocumentsPublic, responses=INVALID)
 async def list_documents(
     response: Response,
     user: CurrentUser,
@@ -202,7 +233,7 @@ async def get_status(
     )
 
 
-@router.delete("/{document_id}", status_code=204, responses=ID_ERRORS)
+@router.delete("/{document_id}", status_code=204, responses={**ID_ERRORS, **INSUFFICIENT_STORAGE})
 async def delete_document(
     document_id: DocumentId, user: CurrentUser, service: ServiceDep
 ) -> Response:

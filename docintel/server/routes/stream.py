@@ -19,7 +19,15 @@ from docintel.core.events import Event
 from docintel.core.service import DocumentService
 from docintel.server.auth import Session, StreamSession
 from docintel.server.deps import ServiceDep
-from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse, EventEncoder
+from docintel.server.openapi import (
+    NOT_VALID,
+    RETRY_AFTER,
+    UNAUTHORIZED,
+    WWW_AUTHENTICATE,
+    Responses,
+    json_error,
+)
+from docintel.server.schemas import EventEncoder
 
 router = APIRouter(tags=["stream"])
 
@@ -155,18 +163,27 @@ SSE_ITEM_SCHEMA = {
 }
 
 
+# The errors are JSON, answered before the stream starts (see json_error).
+STREAM_RESPONSES: Responses = {
+    200: {
+        "description": "The event stream: a first message with `id:` and `retry:`, then events.",
+        "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
+    },
+    400: json_error("A Last-Event-ID that is no event id, or a too-short document id prefix."),
+    401: json_error(UNAUTHORIZED, headers=WWW_AUTHENTICATE),
+    404: json_error("No document of yours has one of these ids (`not_found`)."),
+    409: json_error("A document id prefix is ambiguous.", schema="AmbiguousIdResponse"),
+    422: json_error(NOT_VALID),
+    429: json_error(
+        "Too many open streams: try again after `Retry-After` seconds.", headers=RETRY_AFTER
+    ),
+}
+
+
 @router.get(
     "/documents/stream",
     response_class=EventStream,
-    responses={
-        200: {
-            "description": "Successful Response",
-            "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
-        },
-        400: {"model": ErrorResponse},
-        404: {"model": ErrorResponse},
-        409: {"model": AmbiguousIdResponse},
-    },
+    responses=STREAM_RESPONSES,
 )
 async def stream(
     body: Annotated[AsyncGenerator[bytes, None], Depends(stream_body)],
