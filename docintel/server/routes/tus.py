@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from email.utils import formatdate
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docintel.core.errors import (
     BadRequest,
+    InsufficientStorage,
     RejectedUpload,
     RequestTooLarge,
     TooManyRequests,
@@ -40,8 +40,17 @@ from docintel.core.errors import (
 from docintel.core.models import Document
 from docintel.core.resumable import ResumableUploads, Upload, parse_metadata
 from docintel.core.service import DocumentService, Received
+from docintel.core.storage import Storage, is_out_of_space
 from docintel.server.auth import CurrentUser
 from docintel.server.deps import ServiceDep
+from docintel.server.openapi import (
+    AUTH_ERRORS,
+    INSUFFICIENT_STORAGE,
+    INVALID,
+    TOO_MANY,
+    Responses,
+    error,
+)
 from docintel.server.schemas import DocumentPublic
 
 log = logging.getLogger(__name__)
@@ -71,8 +80,10 @@ def _store(request: Request) -> ResumableUploads:
     return store
 
 
-def _tus_version(tus_resumable: Annotated[str | None, Header()] = None) -> None:
-    if tus_resumable != TUS_VERSION:
+def _tus_version(request: Request) -> None:
+    # Read here, declared by hand below: tus answers a missing or other version
+    # with 412, where a FastAPI header parameter would answer 422.
+    if request.headers.get("tus-resumable") != TUS_VERSION:
         raise UnsupportedProtocol()
 
 
@@ -80,8 +91,53 @@ Store = Annotated[ResumableUploads, Depends(_store)]
 TusVersion = Annotated[None, Depends(_tus_version)]
 
 
-@router.options("/", status_code=204)
-@router.options("/{upload_id}", status_code=204)
+def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+TUS_RESUMABLE = _header(
+    "Tus-Resumable", {"type": "string", "enum": [TUS_VERSION]}, "The protocol version (else 412)."
+)
+BYTES = {"type": "integer", "minimum": 0}
+UPLOAD_LENGTH = _header(
+    "Upload-Length", {"type": "integer", "minimum": 1}, "The file's size (not empty)."
+)
+UPLOAD_METADATA = _header(
+    "Upload-Metadata",
+    {"type": "string", "pattern": "^filename [A-Za-z0-9+/]+={0,2}$"},
+    "`filename <base64 of the file name>` (tus clients also send other keys).",
+)
+UPLOAD_OFFSET = _header("Upload-Offset", BYTES, "Where this body starts: the server's offset.")
+OFFSET_HEADERS = {
+    "Upload-Offset": {"description": "Bytes received so far.", "schema": BYTES},
+}
+ON_EVERY_ANSWER = {"Tus-Resumable": {"description": "1.0.0", "schema": {"type": "string"}}}
+NOT_FOUND: Responses = {404: error("No such upload of yours (or it expired): `upload_not_found`.")}
+WRONG_VERSION: Responses = {
+    412: error("Tus-Resumable is missing or not 1.0.0 (`Tus-Version` says which).")
+}
+BAD_HEADER: Responses = {400: error("A tus header is missing or malformed.")}
+
+
+CAPABILITIES: Responses = {
+    204: {
+        "description": "What the server supports.",
+        "headers": {
+            "Tus-Version": {"description": "1.0.0", "schema": {"type": "string"}},
+            "Tus-Extension": {"description": EXTENSIONS, "schema": {"type": "string"}},
+            "Tus-Max-Size": {"description": "The upload limit.", "schema": BYTES},
+        },
+    }
+}
+
+
+@router.options("/", status_code=204, response_class=Response, responses=CAPABILITIES)
 async def capabilities(store: Store) -> Response:
     """What this tus server supports (no token needed: it says nothing about anyone)."""
     return Response(
@@ -94,28 +150,49 @@ async def capabilities(store: Store) -> Response:
     )
 
 
-@router.post("/", status_code=201)
+@router.post(
+    "/",
+    status_code=201,
+    response_class=Response,
+    responses={
+        201: {
+            "description": "Created: send the bytes to `Location` with PATCH.",
+            "headers": {
+                "Location": {"description": "The upload's URL.", "schema": {"type": "string"}},
+                **ON_EVERY_ANSWER,
+            },
+        },
+        **BAD_HEADER,
+        **AUTH_ERRORS,
+        **WRONG_VERSION,
+        413: error("Upload-Length is over the upload limit (`file_too_large`)."),
+        415: error("Not a .pdf or .txt file name (`unsupported_type`)."),
+        **TOO_MANY,
+        **INSUFFICIENT_STORAGE,
+    },
+    openapi_extra={"parameters": [TUS_RESUMABLE, UPLOAD_LENGTH, UPLOAD_METADATA]},
+)
 async def create(
-    request: Request,
-    user: CurrentUser,
-    store: Store,
-    _: TusVersion,
-    upload_length: Annotated[str | None, Header()] = None,
-    upload_metadata: Annotated[str | None, Header()] = None,
+    request: Request, user: CurrentUser, store: Store, service: ServiceDep, _: TusVersion
 ) -> Response:
     """Start a resumable upload: `Upload-Length`, and the file name in `Upload-Metadata`."""
     wait = request.app.state.upload_limiter.hit(user)
     if wait:
         raise TooManyRequests(f"Too many uploads; try again in {wait} s.", wait)
-    length = _byte_count("Upload-Length", upload_length)
-    metadata = parse_metadata(upload_metadata or "")
+    length = _byte_count("Upload-Length", request.headers.get("upload-length"))
+    metadata = parse_metadata(request.headers.get("upload-metadata", ""))
     filename = metadata.get("filename") or metadata.get("name")
     if not filename:
         raise BadRequest(
             "Upload-Metadata must name the file: filename <base64 of the name>.",
             code="missing_filename",
         )
-    upload = await asyncio.to_thread(store.create, user, filename, length)
+    try:
+        upload = await asyncio.to_thread(store.create, user, filename, length)
+    except OSError as exc:
+        if not is_out_of_space(exc):
+            raise
+        raise service.storage.full_error(exc, f"{filename!r} was not started") from None
     log.info("resumable upload %s started by %s (%d bytes)", upload.id, user, length)
     return Response(
         status_code=201,
@@ -123,7 +200,29 @@ async def create(
     )
 
 
-@router.head("/{upload_id}")
+@router.head(
+    "/{upload_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Where the upload is (no body).",
+            "headers": {
+                **OFFSET_HEADERS,
+                "Upload-Length": {"description": "The file's size.", "schema": BYTES},
+                "Docintel-Document-Id": {
+                    "description": "Once complete: the document it became.",
+                    "schema": {"type": "string"},
+                },
+                **ON_EVERY_ANSWER,
+            },
+        },
+        **AUTH_ERRORS,
+        **NOT_FOUND,
+        **INVALID,
+        **WRONG_VERSION,
+    },
+    openapi_extra={"parameters": [TUS_RESUMABLE]},
+)
 async def offset(upload_id: str, user: CurrentUser, store: Store, _: TusVersion) -> Response:
     """Where the upload is: `Upload-Offset` of `Upload-Length` bytes received."""
     upload = await asyncio.to_thread(store.get, user, upload_id)
@@ -139,7 +238,36 @@ async def offset(upload_id: str, user: CurrentUser, store: Store, _: TusVersion)
     return Response(status_code=200, headers=headers)
 
 
-@router.patch("/{upload_id}", response_model=DocumentPublic)
+@router.patch(
+    "/{upload_id}",
+    response_model=DocumentPublic,
+    responses={
+        200: {
+            "description": "The last bytes arrived: the upload became this document.",
+            "headers": {**OFFSET_HEADERS, **ON_EVERY_ANSWER},
+        },
+        204: {
+            "description": "Bytes stored; send more from `Upload-Offset`.",
+            "headers": {**OFFSET_HEADERS, **ON_EVERY_ANSWER},
+        },
+        **BAD_HEADER,
+        **AUTH_ERRORS,
+        **NOT_FOUND,
+        **INVALID,
+        409: error("Upload-Offset is not the server's (`offset_mismatch`), or busy."),
+        **WRONG_VERSION,
+        413: error("The body goes past Upload-Length (`past_upload_length`)."),
+        415: error(f"Content-Type is not {OCTET_STREAM}, or the file is not a PDF/text."),
+        **INSUFFICIENT_STORAGE,
+    },
+    openapi_extra={
+        "parameters": [TUS_RESUMABLE, UPLOAD_OFFSET],
+        "requestBody": {
+            "required": True,
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        },
+    },
+)
 async def append(
     upload_id: str,
     request: Request,
@@ -147,15 +275,14 @@ async def append(
     store: Store,
     service: ServiceDep,
     _: TusVersion,
-    upload_offset: Annotated[str | None, Header()] = None,
-    content_type: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Send bytes from `Upload-Offset` on; the last ones turn the upload into a document."""
-    if (content_type or "").split(";")[0].strip().lower() != OCTET_STREAM:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != OCTET_STREAM:
         raise UnsupportedFileType(
             f"A PATCH carries Content-Type: {OCTET_STREAM}.", code="unsupported_media_type"
         )
-    claimed = _byte_count("Upload-Offset", upload_offset)
+    claimed = _byte_count("Upload-Offset", request.headers.get("upload-offset"))
     upload = await asyncio.to_thread(store.get, user, upload_id)
     with store.appending(upload) as fd:
         position = store.offset(upload)
@@ -166,6 +293,11 @@ async def append(
             )
         try:
             position = await _receive(request, fd, position, upload.length)
+        except OSError as exc:
+            if not is_out_of_space(exc):
+                raise
+            # What was written stays: the client resumes from HEAD's offset later.
+            raise service.storage.full_error(exc, "The bytes were not all stored") from None
         except ClientDisconnect:
             # What arrived is kept: that is the point. Nobody is left to answer.
             log.info("resumable upload %s: connection dropped at byte %d", upload.id, position)
@@ -178,7 +310,19 @@ async def append(
     return JSONResponse(body, status_code=200, headers=headers)
 
 
-@router.delete("/{upload_id}", status_code=204)
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "Deleted.", "headers": ON_EVERY_ANSWER},
+        **AUTH_ERRORS,
+        **NOT_FOUND,
+        **INVALID,
+        **WRONG_VERSION,
+    },
+    openapi_extra={"parameters": [TUS_RESUMABLE]},
+)
 async def terminate(upload_id: str, user: CurrentUser, store: Store, _: TusVersion) -> Response:
     """Abandon an upload and free its space (the document it became, if any, stays)."""
     upload = await asyncio.to_thread(store.get, user, upload_id)
@@ -194,9 +338,9 @@ async def _receive(request: Request, fd: int, position: int, length: int) -> int
                 f"The body goes past the upload's length ({length} bytes).",
                 code="past_upload_length",
             )
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
+        # Counted only once written: a failed write (a full disk) leaves the
+        # offset at what the file holds.
+        Storage.write_all(fd, chunk)
         position += len(chunk)
     return position
 
@@ -217,7 +361,12 @@ async def _become_document(
         content_type=finished.content_type,
         sha256=finished.sha256,
     )
-    document = await service.accept(upload.owner, received)
+    try:
+        document = await service.accept(upload.owner, received)
+    except InsufficientStorage:
+        # accept() removed the file it could not queue: nothing is left to resume.
+        await asyncio.to_thread(store.delete, upload)
+        raise
     await asyncio.to_thread(store.became, upload, document.id)
     log.info("resumable upload %s became document %s", upload.id, document.id)
     return document
