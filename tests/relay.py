@@ -15,8 +15,9 @@ class Relay:
     network away altogether (`close()`, then `reopen()`).
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, delay: float = 0.0) -> None:
         self.port = port
+        self.delay = delay  # seconds per forwarded chunk: a slow network
         self.front = socket.create_server(("127.0.0.1", 0))
         self.front.settimeout(0.1)
         self.sockets: list[socket.socket] = []
@@ -74,13 +75,15 @@ class Relay:
                 continue
             self.sockets.append(back)
             for a, b in ((conn, back), (back, conn)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pipe, args=(a, b, self.delay), daemon=True).start()
 
 
-def _pipe(a: socket.socket, b: socket.socket) -> None:
+def _pipe(a: socket.socket, b: socket.socket, delay: float = 0.0) -> None:
     try:
         while chunk := a.recv(65536):
             b.sendall(chunk)
+            if delay:
+                time.sleep(delay)
     except OSError:
         pass
     for s in (a, b):

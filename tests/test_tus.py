@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +19,7 @@ from tusclient.client import TusClient
 from tusclient.exceptions import TusCommunicationError
 
 from tests.conftest import ServerProcess, wait_terminal
+from tests.relay import Relay
 
 MB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -209,6 +215,75 @@ def test_unfinished_uploads_expire_and_are_swept(make_server) -> None:
         time.sleep(0.2)
     assert not folder.exists()
     assert httpx.head(server.url + created.headers["location"], headers=alice).status_code == 404
+
+
+def test_the_cli_resumes_an_upload_after_a_dropped_connection(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Over 5 MB, `docintel upload` goes over tus; a cut connection costs one chunk at most."""
+    path = text_file(tmp_path / "cli-big.txt", 6 * MB)
+    token = server.login()
+    with Relay(server.port, delay=0.02) as relay:  # slow enough to cut mid-way
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docintel", "upload", "--json", str(path)],
+            env={**os.environ, "DOCINTEL_URL": relay.url, "DOCINTEL_TOKEN": token},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert _wait_for_bytes(server, 2 * MB), "the upload never got going"
+            relay.cut()  # every connection through the relay, mid-chunk
+            out, err = proc.communicate(timeout=90)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "resuming the upload" in err
+    [uploaded] = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert uploaded["event"] == "uploaded" and uploaded["filename"] == "cli-big.txt"
+    with server.client() as alice:
+        assert wait_terminal(alice, [uploaded["id"]])[uploaded["id"]]["status"] == "completed"
+        assert alice.get(f"/documents/{uploaded['id']}").json()["sha256"] == sha256(path)
+
+
+def test_the_cli_sends_small_files_resumably_when_asked(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    path = text_file(tmp_path / "small.txt", 3000)
+    token = server.login()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "docintel",
+            "upload",
+            "--resumable",
+            "--json",
+            str(path),
+            str(path.with_name("x.png")),
+        ],
+        env={**os.environ, "DOCINTEL_URL": server.url, "DOCINTEL_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 1  # x.png does not exist: one rejection
+    [uploaded] = [line for line in lines if line["event"] == "uploaded"]
+    assert uploaded["size_bytes"] == 3000
+    assert "resumable upload" in server.log() and uploaded["id"] in server.log()
+
+
+def _wait_for_bytes(server: ServerProcess, size: int, timeout: float = 30.0) -> bool:
+    """Until some resumable upload on the server holds more than `size` bytes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for data in (server.data_dir / "resumable").glob("*/data"):
+            with contextlib.suppress(FileNotFoundError):
+                if data.stat().st_size > size:
+                    return True
+        time.sleep(0.01)
+    return False
 
 
 def _offset(server: ServerProcess, url: str) -> int:

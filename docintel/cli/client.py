@@ -9,6 +9,7 @@ server) are in `logins.py`. No Typer or Rich here.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import json
 import ssl
@@ -36,6 +37,11 @@ WHOLE_SECONDS = 1.0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SERVER = 3
+
+
+#: A resumable upload is sent in pieces of this size; a dropped connection costs at most one.
+RESUMABLE_CHUNK = 1024 * 1024
+TUS = {"Tus-Resumable": "1.0.0"}
 
 
 class ClientError(DocintelError):
@@ -421,6 +427,103 @@ class Client:
         self._raise_for(response)
         return self._json(response, "documents", "errors")
 
+    def upload_resumable(
+        self,
+        path: Path,
+        on_progress: Callable[[int], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
+        chunk: int = RESUMABLE_CHUNK,
+    ) -> dict[str, Any]:
+        """Upload one file over tus (/uploads/), chunk by chunk; returns what `upload` does.
+
+        A dropped connection does not start the file again: the client asks the
+        server how much it has (HEAD) and goes on from there, for up to
+        `reconnect_for` seconds of failures in a row. A server without /uploads/
+        raises `NotFound` (the caller may fall back to `upload`).
+        """
+        size = path.stat().st_size
+        self._refresh_if_due()
+        with self._transport():
+            created = self._http.post(
+                "/uploads/",
+                headers={
+                    **self._auth,
+                    **TUS,
+                    "Upload-Length": str(size),
+                    "Upload-Metadata": "filename " + base64.b64encode(path.name.encode()).decode(),
+                },
+            )
+        if created.status_code in (400, 413, 415) and _envelope(created):
+            return _rejected(path, created)
+        self._raise_for(created)
+        location = created.headers.get("location")
+        if created.status_code != 201 or not location:
+            raise self._foreign(created)
+        offset: int | None = 0
+        failing_since: float | None = None
+        with path.open("rb") as f:
+            while True:
+                try:
+                    if offset is None:  # after a failure: where is the server?
+                        offset, document_id = self._upload_offset(location)
+                        if document_id is not None:  # it finished; its answer was lost
+                            return {"documents": [self.get(document_id)], "errors": []}
+                        if on_restart:
+                            on_restart()
+                        if on_progress:
+                            on_progress(offset)
+                    f.seek(offset)
+                    data = f.read(chunk)
+                    self._refresh_if_due()
+                    with self._transport():
+                        response = self._http.patch(
+                            location,
+                            headers={
+                                **self._auth,
+                                **TUS,
+                                "Upload-Offset": str(offset),
+                                "Content-Type": "application/offset+octet-stream",
+                            },
+                            content=data,
+                            timeout=httpx.Timeout(self.timeout, write=None),
+                        )
+                except Unreachable as exc:
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - failing_since > self.reconnect_for:
+                        raise
+                    if self.on_reconnect:
+                        self.on_reconnect(f"{exc.message}; resuming the upload…")
+                    time.sleep(min(2.0, 0.2 + (now - failing_since) / 4))
+                    offset = None
+                    continue
+                failing_since = None
+                if response.status_code == 204:
+                    offset = _int_header(response, "upload-offset", offset + len(data))
+                    if on_progress:
+                        on_progress(len(data))
+                    continue
+                if response.status_code == 200:
+                    return {"documents": [self._json(response, "id", "status")], "errors": []}
+                if response.status_code == 409:  # not where we thought: ask
+                    offset = None
+                    continue
+                if response.status_code in (400, 413, 415) and _envelope(response):
+                    return _rejected(path, response)
+                self._raise_for(response)
+                raise self._foreign(response)
+
+    def _upload_offset(self, location: str) -> tuple[int, str | None]:
+        """(bytes the server has, the document it became if it is complete)."""
+        with self._transport():
+            response = self._http.head(location, headers={**self._auth, **TUS})
+        self._raise_for(response)
+        try:
+            offset = int(response.headers["upload-offset"])
+        except (KeyError, ValueError):
+            raise self._foreign(response) from None
+        return offset, response.headers.get("docintel-document-id")
+
     def events(self, document_ids: Sequence[str] = (), after: int | None = None) -> Iterator[Event]:
         """Status events, reconnecting with Last-Event-ID so none is missed.
 
@@ -647,6 +750,17 @@ def _retry_after(response: httpx.Response, default: float = 1.0) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _int_header(response: httpx.Response, name: str, default: int) -> int:
+    value = response.headers.get(name, "")
+    return int(value) if value.isascii() and value.isdigit() else default
+
+
+def _rejected(path: Path, response: httpx.Response) -> dict[str, Any]:
+    """A refusal of the whole file as the upload result it stands for."""
+    code, message = _envelope(response) or ("rejected", "The file was refused.")
+    return {"documents": [], "errors": [{"filename": path.name, "code": code, "message": message}]}
 
 
 def _is_upload_result(response: httpx.Response) -> bool:

@@ -17,6 +17,8 @@ from docintel.cli.commands.watch import follow
 if TYPE_CHECKING:
     from docintel.cli.client import Client, RateLimited
 
+#: Files larger than this go over the resumable (tus) endpoint even without --resumable.
+RESUMABLE_ABOVE = 5 * 1024 * 1024
 #: After a 429, each file is sent again at most this many times…
 MAX_RETRIES = 3
 #: …and no single wait is longer than this (a Retry-After can be anything).
@@ -61,6 +63,14 @@ def upload(
             "before rejecting the rest (0: never wait).",
         ),
     ] = 60,
+    resumable: Annotated[
+        bool,
+        typer.Option(
+            "--resumable",
+            help="Send each file in 1 MB pieces (tus), resuming after a dropped "
+            "connection; files over 5 MB always go this way.",
+        ),
+    ] = False,
     url: UrlOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -80,10 +90,11 @@ def upload(
     accepted: list[dict[str, Any]] = []
     interactive = render.out().is_terminal and render.err().is_terminal
     with client(url) as api:
+        api.on_reconnect = lambda message: render.note(f"docintel: {message}")
         pacing = _Pacing(max_wait)
         for path in paths:
             # The file's bar is gone before its line is printed (see _Bar).
-            result = _send(api, path, pacing, bars=not json_ and interactive)
+            result = _send(api, path, pacing, bars=not json_ and interactive, resumable=resumable)
             for doc in result["documents"]:
                 accepted.append(doc)
                 if json_:
@@ -190,13 +201,15 @@ class _Bar:
             self._progress.refresh()
 
 
-def _send(api: Client, path: Path, pacing: _Pacing, *, bars: bool) -> dict[str, Any]:
+def _send(
+    api: Client, path: Path, pacing: _Pacing, *, bars: bool, resumable: bool
+) -> dict[str, Any]:
     """Upload one file, waiting out the server's rate limit within bounds.
 
     Always returns an upload result (`{"documents", "errors"}`): a file the
     server would still not take, or that cannot be read here, is a rejection.
     """
-    from docintel.cli.client import RateLimited
+    from docintel.cli.client import NotFound, RateLimited
 
     try:
         size = path.stat().st_size
@@ -208,6 +221,17 @@ def _send(api: Client, path: Path, pacing: _Pacing, *, bars: bool) -> dict[str, 
             while True:
                 bar.restart()
                 try:
+                    if resumable or size > RESUMABLE_ABOVE:
+                        try:
+                            return api.upload_resumable(path, bar.advance, bar.restart)
+                        except NotFound:
+                            if resumable:  # asked for: say that this server cannot
+                                return _rejection(
+                                    path,
+                                    "not_resumable",
+                                    "This server has no resumable uploads (/uploads/).",
+                                )
+                            # An older server: the whole file in one request, as before.
                     return api.upload(path, bar.advance)
                 except RateLimited as exc:
                     seconds = pacing.delay(exc, retries)
