@@ -363,3 +363,26 @@ def terminal_for(ids: list[str]) -> Any:
         return set(ids) <= ended
 
     return done
+
+
+# --- a server under a lower open-files limit (test_connections.py) ------------------
+
+
+@contextlib.contextmanager
+def open_files_limit(limit: int) -> Iterator[None]:
+    """Processes started inside get RLIMIT_NOFILE `limit`, soft and hard (this one keeps its own).
+
+    The server raises its soft limit to the hard one at start, so only a lower
+    hard limit, set in the child before it runs, shows how it fits inside it.
+    """
+    import functools
+    import resource
+    from unittest import mock
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    with mock.patch.object(
+        subprocess, "Popen", functools.partial(subprocess.Popen, preexec_fn=lower)
+    ):
+        yield

@@ -19,6 +19,7 @@ from docintel.core.events import Event
 from docintel.server.auth import StreamSession
 from docintel.server.deps import ServiceDep
 from docintel.server.schemas import AmbiguousIdResponse, ErrorResponse, EventEncoder
+from docintel.server.streamguard import StreamSlots
 
 router = APIRouter(tags=["stream"])
 
@@ -64,6 +65,16 @@ async def stream_request(
     # can tell the client where it starts.
     position = service.feed.position if after is None else after
     return StreamRequest(user, position, full_ids, time.monotonic() + left, session.expires_at)
+
+
+async def stream_slot(request: Request, session: StreamSession) -> AsyncIterator[None]:
+    """A place among the open streams (429 beyond the caps), held until the stream ends."""
+    slots: StreamSlots = request.app.state.stream_slots
+    slots.acquire(session.username)
+    try:
+        yield
+    finally:
+        slots.release(session.username)
 
 
 async def followed_events(
@@ -136,6 +147,8 @@ SSE_ITEM_SCHEMA = {
 @router.get(
     "/documents/stream",
     response_class=EventStream,
+    # Resolved before the route's own dependencies: no subscription beyond the caps.
+    dependencies=[Depends(stream_slot)],
     responses={
         200: {
             "description": "Successful Response",
@@ -144,6 +157,7 @@ SSE_ITEM_SCHEMA = {
         400: {"model": ErrorResponse},
         404: {"model": ErrorResponse},
         409: {"model": AmbiguousIdResponse},
+        429: {"model": ErrorResponse, "description": "Too many event streams open"},
     },
 )
 async def stream(
