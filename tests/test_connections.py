@@ -162,7 +162,9 @@ def test_an_event_stream_outlives_the_header_and_body_timeouts(
 def test_idle_connections_beyond_the_cap_are_refused_and_the_server_carries_on(
     make_server: Any, sockets: list[socket.socket]
 ) -> None:
-    server = make_server(env={**FAST, "DOCINTEL_MAX_CONNECTIONS": "20"})
+    # A longer header timeout: the 20 let in must still hold every place when
+    # the client below arrives, even on a slow machine.
+    server = make_server(env={"DOCINTEL_HEADER_TIMEOUT": "4", "DOCINTEL_MAX_CONNECTIONS": "20"})
     assert "at most 20 connections" in server.log()
     sockets += [connect(server) for _ in range(100)]
     # While the 20 idle ones hold every place, a client gets a clear answer at once.
@@ -171,7 +173,7 @@ def test_idle_connections_beyond_the_cap_are_refused_and_the_server_carries_on(
     assert busy.headers["Retry-After"] == "2"
     assert busy.json()["detail"]["code"] == "too_many_connections"
 
-    answers = drain_until_closed(sockets, time.monotonic() + 2 + MARGIN)
+    answers = drain_until_closed(sockets, time.monotonic() + 4 + MARGIN)
     statuses = [status_of(a) for a in answers.values()]
     assert statuses.count(408) == 20  # the ones let in, cut off at the header timeout
     assert statuses.count(503) == 80  # the rest, refused at once
@@ -231,7 +233,7 @@ def open_stream(server: ServerProcess, token: str) -> Stream:
 
 
 def open_when_room(server: ServerProcess, token: str, timeout: float = 10.0) -> Stream:
-    """Retry until a slot is free (the server frees one when it sees the client leave)."""
+    """Retry until there is room (the server frees it when it sees a client leave)."""
     deadline = time.monotonic() + timeout
     while True:
         stream = open_stream(server, token)
@@ -280,3 +282,39 @@ def test_stream_caps_per_user_and_in_total(make_server: Any, sockets: list[socke
     bob_again = open_when_room(server, bob)
     sockets.append(bob_again.sock)
     assert bob_again.status == 200
+
+
+def test_event_streams_count_against_the_connection_cap(
+    make_server: Any, sockets: list[socket.socket]
+) -> None:
+    server = make_server(env={"DOCINTEL_MAX_CONNECTIONS": "3"})
+    token = server.login()
+    streams = [open_when_room(server, token) for _ in range(3)]  # the login's may still close
+    sockets += [s.sock for s in streams]
+    assert [s.status for s in streams] == [200, 200, 200]
+    assert httpx.get(server.url + "/healthz").status_code == 503
+    streams[0].sock.close()
+    deadline = time.monotonic() + 10
+    while (status := httpx.get(server.url + "/healthz").status_code) != 200:
+        assert status == 503 and time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DOCINTEL_HEADER_TIMEOUT",
+        "DOCINTEL_BODY_TIMEOUT",
+        "DOCINTEL_MAX_CONNECTIONS",
+        "DOCINTEL_MAX_STREAMS",
+        "DOCINTEL_MAX_STREAMS_PER_USER",
+    ],
+)
+def test_a_limit_of_zero_is_refused_at_start(name: str) -> None:
+    from typer.testing import CliRunner
+
+    from docintel.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--port", "1"], env={name: "0"})
+    assert result.exit_code == 2
+    assert name in result.stderr
