@@ -369,8 +369,8 @@ def terminal_for(ids: list[str]) -> Any:
 
 
 @contextlib.contextmanager
-def open_files_limit(limit: int) -> Iterator[None]:
-    """Processes started inside get RLIMIT_NOFILE `limit`, soft and hard (this one keeps its own).
+def open_files_limit(hard: int, soft: int | None = None) -> Iterator[None]:
+    """Processes started inside get RLIMIT_NOFILE (soft, hard); this one keeps its own.
 
     The server raises its soft limit to the hard one at start, so only a lower
     hard limit, set in the child before it runs, shows how it fits inside it.
@@ -380,7 +380,7 @@ def open_files_limit(limit: int) -> Iterator[None]:
     from unittest import mock
 
     def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft or hard, hard))
 
     with mock.patch.object(
         subprocess, "Popen", functools.partial(subprocess.Popen, preexec_fn=lower)

@@ -187,8 +187,9 @@ def test_idle_connections_beyond_the_cap_are_refused_and_the_server_carries_on(
 def test_a_low_open_files_limit_holds_under_400_idle_connections(
     make_server: Any, sockets: list[socket.socket]
 ) -> None:
-    with open_files_limit(256):
+    with open_files_limit(hard=256, soft=128):
         server = make_server(env={**FAST, "DOCINTEL_WORKERS": "2"})
+    assert "open files limit raised from 128 to 256" in server.log()
     # Half of what the fixed needs leave; the rest for connections about to be refused.
     assert "at most 96 connections" in server.log()
     with server.client() as alice:

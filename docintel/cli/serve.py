@@ -16,8 +16,8 @@ from docintel.server import logs
 from docintel.server.app import create_app
 from docintel.server.connections import (
     ConnectionLimits,
-    accept_backlog,
-    connection_cap,
+    FdBudget,
+    fd_budget,
     limited_protocol,
     raise_open_files_limit,
 )
@@ -56,8 +56,10 @@ def run(settings: Settings, log_level: str = "info") -> None:
 def _serve(settings: Settings, log_level: str) -> None:
     # First, before anything holds descriptors: each connection takes one.
     soft_before, open_files, hard = raise_open_files_limit()
+    budget = fd_budget(settings.max_connections, open_files)
     limits = ConnectionLimits(
-        max_connections=connection_cap(settings.max_connections, open_files),
+        max_connections=budget.connections,
+        max_lingering=budget.lingering,
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         body_min_rate=settings.body_min_rate,
@@ -76,15 +78,13 @@ def _serve(settings: Settings, log_level: str) -> None:
         http=limited_protocol(limits),
         # Idle time between requests on a kept-alive connection (uvicorn's default).
         timeout_keep_alive=5,
-        backlog=accept_backlog(open_files, limits.max_connections),
+        backlog=budget.backlog,
     )
-    _log_limits(settings, limits, (soft_before, open_files, hard), config.backlog)
+    _log_limits(settings, budget, (soft_before, open_files, hard))
     _Server(config, on_exit=app.state.service.begin_shutdown).run()
 
 
-def _log_limits(
-    settings: Settings, limits: ConnectionLimits, nofile: tuple[int, int, int], backlog: int
-) -> None:
+def _log_limits(settings: Settings, budget: FdBudget, nofile: tuple[int, int, int]) -> None:
     """Say which limits hold, after uvicorn's Config has set up logging."""
     soft_before, open_files, hard = nofile
     if open_files != soft_before:
@@ -93,17 +93,17 @@ def _log_limits(
         log.info("open files limit: %d (as high as it goes)", open_files)
     else:
         log.warning("open files limit: %d; it could not be raised to %d", open_files, hard)
-    if limits.max_connections < settings.max_connections:
+    if budget.connections < settings.max_connections:
         log.warning(
             "at most %d connections (DOCINTEL_MAX_CONNECTIONS=%d does not fit the open files "
-            "limit of %d)",
-            limits.max_connections,
+            "limit of %d); listen backlog %d",
+            budget.connections,
             settings.max_connections,
             open_files,
+            budget.backlog,
         )
     else:
-        log.info("at most %d connections", limits.max_connections)
-    log.info("listen backlog: %d", backlog)
+        log.info("at most %d connections; listen backlog %d", budget.connections, budget.backlog)
     log.info(
         "request headers within %g s, bodies idle at most %g s and at least %d bytes/s; "
         "event streams: %d in all, %d per user",

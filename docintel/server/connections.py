@@ -50,15 +50,47 @@ log = logging.getLogger("docintel.server.connections")
 FIXED_FDS = 64
 # A refused connection is answered, then kept open this long (or until the
 # client closes) so that its request is read and the answer is not lost to a
-# reset; at most MAX_LINGERING at once: a new one closes the oldest.
+# reset; a few at a time (`FdBudget.lingering`): a new one closes the oldest.
 LINGER = 1.0
-MAX_LINGERING = 64
 RETRY_AFTER = 2  # seconds: connections free up as soon as requests end
+
+
+@dataclass(frozen=True)
+class FdBudget:
+    """How the server's descriptors are shared out (see `fd_budget`)."""
+
+    connections: int  # open connections at most
+    backlog: int  # the listen backlog, which is also asyncio's accept batch
+    lingering: int  # refused connections being answered at once
+
+
+def fd_budget(setting: int, open_files: int) -> FdBudget:
+    """Keep every descriptor the server may open inside its open-files limit.
+
+    Beyond the fixed ones, at most half go to connections. The other half is
+    for connections beyond the cap: those being answered (lingering), and those
+    accepted but not yet refused. asyncio accepts up to `backlog` connections
+    each time the listening socket is ready, and a protocol sees its connection
+    (and can refuse it) two turns of the loop later, so up to three batches are
+    open beyond the cap at once: with uvicorn's default backlog of 2048, 400 idle
+    connections against a limit of 256 reached EMFILE in accept(). The price,
+    only under a tight limit, is a small backlog: a burst of connections beyond
+    it waits for the clients' SYN retry (1 s).
+    """
+    if open_files == resource.RLIM_INFINITY:
+        return FdBudget(setting, 2048, 64)
+    spare = max(0, open_files - FIXED_FDS)
+    connections = max(1, min(setting, spare // 2))
+    rest = spare - connections
+    lingering = max(1, min(64, rest // 4))
+    backlog = max(8, min(2048, (rest - lingering) // 3))
+    return FdBudget(connections, backlog, lingering)
 
 
 @dataclass
 class ConnectionLimits:
     max_connections: int
+    max_lingering: int
     header_timeout: float
     body_timeout: float
     body_min_rate: int
@@ -78,34 +110,6 @@ def raise_open_files_limit() -> tuple[int, int, int]:
     return soft, hard, hard
 
 
-def connection_cap(setting: int, open_files: int) -> int:
-    """The connections the server accepts: the setting, kept inside the descriptor limit.
-
-    Of the descriptors beyond the fixed ones, at most half go to connections:
-    the other half is for those accepted beyond the cap before they are
-    refused (see `accept_backlog`).
-    """
-    if open_files == resource.RLIM_INFINITY:
-        return setting
-    return max(1, min(setting, (open_files - FIXED_FDS) // 2))
-
-
-def accept_backlog(open_files: int, cap: int) -> int:
-    """The listen backlog, which asyncio also uses as its accept batch.
-
-    asyncio accepts up to `backlog` connections at each readiness of the
-    listening socket, and a protocol sees its connection (and can refuse it) only
-    two turns of the loop later: up to three batches are open beyond the cap at
-    once. uvicorn's default of 2048 let 400 idle connections against a limit of
-    256 reach EMFILE in accept(); the batches must fit in what the cap leaves.
-    The price, only under a tight limit: a burst of connections beyond the
-    backlog waits for the clients' SYN retry (1 s).
-    """
-    if open_files == resource.RLIM_INFINITY:
-        return 2048
-    return max(8, min(2048, (open_files - FIXED_FDS - cap) // 3))
-
-
 def _answer(status: int, reason: str, code: str, message: str, extra: str = "") -> bytes:
     """A complete HTTP/1.1 error answer in the API's error shape, closing the connection.
 
@@ -121,20 +125,30 @@ def _answer(status: int, reason: str, code: str, message: str, extra: str = "") 
 
 
 class _Tally:
-    """Counts an event and logs it at most every 10 s: an attack must not flood the log."""
+    """Counts an event and logs the count at most every 10 s: an attack must not flood the log."""
+
+    EVERY = 10.0
 
     def __init__(self, message: str) -> None:
         self.message = message
         self.count = 0
-        self.logged_at = 0.0
+        self.logged_at = -self.EVERY
+        self.flush_due: asyncio.TimerHandle | None = None
 
     def add(self) -> None:
         self.count += 1
-        now = time.monotonic()
-        if now - self.logged_at >= 10.0:
+        wait = self.logged_at + self.EVERY - time.monotonic()
+        if wait <= 0:
+            self.flush()
+        elif self.flush_due is None:
+            self.flush_due = asyncio.get_running_loop().call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        self.flush_due = None
+        if self.count:
             log.warning(self.message, self.count)
-            self.count = 0
-            self.logged_at = now
+        self.count = 0
+        self.logged_at = time.monotonic()
 
 
 class LimitedH11Protocol(H11Protocol):
@@ -167,7 +181,7 @@ class LimitedH11Protocol(H11Protocol):
         self.transport = transport
         self.refused_tally.add()
         lingering = self.limits.lingering
-        if len(lingering) >= MAX_LINGERING:
+        if len(lingering) >= self.limits.max_lingering:
             # Make room by closing the oldest: its answer went out a while ago.
             oldest = next(iter(lingering))
             del lingering[oldest]
