@@ -256,6 +256,10 @@ def refused(stream: Stream) -> str:
 def test_stream_caps_per_user_and_in_total(make_server: Any, sockets: list[socket.socket]) -> None:
     server = make_server(env={"DOCINTEL_MAX_STREAMS_PER_USER": "2", "DOCINTEL_MAX_STREAMS": "3"})
     alice, bob = server.login("alice"), server.login("bob")
+    # Streams refused for other reasons take no place (nor keep one).
+    for query in ("document_id=0000ffff", "last_event_id=x"):
+        answer = httpx.get(f"{server.url}/documents/stream?access_token={alice}&{query}")
+        assert answer.status_code in (400, 404)
 
     alice_streams = [open_stream(server, alice) for _ in range(2)]
     sockets += [s.sock for s in alice_streams]
