@@ -175,8 +175,10 @@ def test_idle_connections_beyond_the_cap_are_refused_and_the_server_carries_on(
 
     answers = drain_until_closed(sockets, time.monotonic() + 4 + MARGIN)
     statuses = [status_of(a) for a in answers.values()]
-    assert statuses.count(408) == 20  # the ones let in, cut off at the header timeout
-    assert statuses.count(503) == 80  # the rest, refused at once
+    assert statuses.count(503) == 80  # refused at once
+    # The ones let in, closed at the header timeout without an answer: they
+    # sent nothing to answer.
+    assert statuses.count(None) == 20
 
     assert httpx.get(server.url + "/healthz").status_code == 200
     with server.client() as alice:

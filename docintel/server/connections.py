@@ -19,13 +19,14 @@ descriptor limit, and then accept() fails for every client.
   an idle timeout alone never ends a body sent at one byte a second). Time
   during which *we* stopped reading (the app is behind) does not count;
 - a cap on open connections: one beyond `max_connections` gets a 503 with
-  `Retry-After` and is closed. An HTTP answer rather than a bare close, because
-  a client shows a 503 as "busy, retry" while a reset reads as a network fault.
+  `Retry-After`, in the API's error shape, and is closed. An HTTP answer rather
+  than a bare close, because a client shows a 503 as "busy, try again" (the CLI
+  prints its message) while a reset reads as a network fault.
 
-A connection whose deadline passes gets a 408 (if no response has started) and
-is closed. A request whose head and body are complete has no deadline while
-its response runs, so event streams are never cut by these timeouts, but they
-do count as open connections.
+A connection whose deadline passes is closed, with a 408 if it sent part of a
+request and no response has started. A request whose head and body are
+complete has no deadline while its response runs, so event streams are never
+cut by these timeouts, but they do count as open connections.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class LimitedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._timer: asyncio.TimerHandle | None = None
         self._phase: str | None = None  # "headers" or "body" while a deadline runs
+        self._head_bytes = 0
         self._body_started = 0.0
         self._body_bytes = 0
         self._refused = False
@@ -215,6 +217,8 @@ class LimitedH11Protocol(H11Protocol):
             return  # the request of a refused connection is read and dropped
         if self._phase is None and self.conn.their_state is h11.IDLE:
             self._start_headers()  # the next request on a kept-alive connection
+        if self._phase == "headers":
+            self._head_bytes += len(data)
         elif self._phase == "body":
             self._body_bytes += len(data)
         super().data_received(data)
@@ -242,6 +246,7 @@ class LimitedH11Protocol(H11Protocol):
     def _start_headers(self) -> None:
         self._disarm()
         self._phase = "headers"
+        self._head_bytes = 0
         self._timer = self.loop.call_later(self.limits.header_timeout, self._expired)
 
     def _start_body(self) -> None:
@@ -284,9 +289,13 @@ class LimitedH11Protocol(H11Protocol):
         else:
             self.header_tally.add()
             message = f"The request headers did not arrive within {self.limits.header_timeout:g} s."
+        silent = self._phase == "headers" and self._head_bytes == 0
         self._phase = None
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        started = cycle is not None and cycle.response_started and not cycle.response_complete
+        # No answer to a connection that never sent a byte: a browser's unused
+        # pre-connection would read it as the answer to its next request.
+        if not (silent or started):
             self.transport.write(_answer(408, "Request Timeout", "request_timeout", message))
         self.transport.close()  # the app's receive() then reports a disconnect
 
