@@ -11,10 +11,19 @@ import httpx
 
 from tests.conftest import ServerProcess
 
+# The benchmarks hold up to 1,000 streams as one user (memory.py) and 1,000 in
+# all (fanout.py): the stream and connection caps must not be what they measure.
+# The server still keeps its connections inside its open-files limit.
+UNCAPPED = {
+    "DOCINTEL_MAX_STREAMS_PER_USER": "10000",
+    "DOCINTEL_MAX_STREAMS": "10000",
+    "DOCINTEL_MAX_CONNECTIONS": "12000",
+}
+
 
 def start_server(env: dict[str, str]) -> ServerProcess:
     root = Path(tempfile.mkdtemp(prefix="docintel-bench-"))
-    return ServerProcess(root / "data", {"DOCINTEL_ANALYZER": "offline", **env}).start()
+    return ServerProcess(root / "data", {"DOCINTEL_ANALYZER": "offline", **UNCAPPED, **env}).start()
 
 
 def latencies(url: str, count: int, pause: float = 0.01) -> list[float]:

@@ -139,9 +139,16 @@ class ServerProcess:
     """`docintel serve` in a subprocess, on a data dir that outlives restarts."""
 
     def __init__(
-        self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # (soft, hard) RLIMIT_NOFILE for the server: it raises soft to hard at
+        # start, so only a lower hard limit shows how it fits inside one.
+        self.open_files = open_files
         self.extra_env = env or {}
         self.extra_args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -177,6 +184,7 @@ class ServerProcess:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._lower_open_files if self.open_files else None,
             )
         # Only uvicorn's own line proves that *this* process bound the port: a
         # free port can be taken by another process before the server binds
@@ -195,6 +203,12 @@ class ServerProcess:
                     pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def _lower_open_files(self) -> None:
+        import resource
+
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
         assert self.proc is not None
@@ -292,8 +306,9 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
         env: dict[str, str] | None = None,
         data_dir: Path | None = None,
         args: list[str] | None = None,
+        open_files: tuple[int, int] | None = None,
     ) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / "data", env, args).start()
+        server = ServerProcess(data_dir or tmp_path / "data", env, args, open_files).start()
         started.append(server)
         return server
 

@@ -226,3 +226,26 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
     finally:
         sock.close()
     assert wait_for(lambda: streams(server) == 0)
+
+
+def test_websockets_and_sse_streams_share_the_per_user_cap(make_server) -> None:
+    server: ServerProcess = make_server(
+        {"DOCINTEL_ANALYZER": "offline", "DOCINTEL_MAX_STREAMS_PER_USER": "2"}
+    )
+    alice, bob = server.login("alice"), server.login("bob")
+    with (
+        httpx.stream(
+            "GET", server.url + "/documents/stream", params={"access_token": alice}, timeout=30
+        ) as sse,
+        open_ws(server, alice) as ws,
+    ):
+        assert sse.status_code == 200
+        ws.recv(timeout=10)
+        status, body = refusal(server, alice)
+        assert status == 429 and body["detail"]["code"] == "too_many_streams"
+        with open_ws(server, bob) as other:  # the cap is alice's, not everyone's
+            assert "retry" in json.loads(other.recv(timeout=10))
+    # Both closed: her places are free again.
+    assert wait_for(lambda: streams(server) == 0)
+    with open_ws(server, alice) as again:
+        assert "retry" in json.loads(again.recv(timeout=10))

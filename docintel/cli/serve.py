@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import socket
 from types import FrameType
 
@@ -12,6 +14,15 @@ from docintel.core.config import Settings
 from docintel.core.lock import DataDirLock
 from docintel.server import logs
 from docintel.server.app import create_app
+from docintel.server.connections import (
+    ConnectionLimits,
+    FdBudget,
+    fd_budget,
+    limited_protocol,
+    raise_open_files_limit,
+)
+
+log = logging.getLogger("docintel.server")
 
 
 class _Server(uvicorn.Server):
@@ -43,6 +54,16 @@ def run(settings: Settings, log_level: str = "info") -> None:
 
 
 def _serve(settings: Settings, log_level: str) -> None:
+    # First, before anything holds descriptors: each connection takes one.
+    soft_before, open_files, hard = raise_open_files_limit()
+    budget = fd_budget(settings.max_connections, open_files)
+    limits = ConnectionLimits(
+        max_connections=budget.connections,
+        max_lingering=budget.lingering,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        body_min_rate=settings.body_min_rate,
+    )
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -52,5 +73,43 @@ def _serve(settings: Settings, log_level: str) -> None:
         timeout_graceful_shutdown=5,
         # Settings are explicit; do not let uvicorn read a .env or proxy headers.
         proxy_headers=False,
+        # uvicorn's h11 protocol (what "auto" picks without httptools), with
+        # header and body deadlines and the connection cap (connections.py).
+        http=limited_protocol(limits),
+        # Idle time between requests on a kept-alive connection (uvicorn's default).
+        timeout_keep_alive=5,
+        backlog=budget.backlog,
     )
+    _log_limits(settings, budget, (soft_before, open_files, hard))
     _Server(config, on_exit=app.state.service.begin_shutdown).run()
+
+
+def _log_limits(settings: Settings, budget: FdBudget, nofile: tuple[int, int, int]) -> None:
+    """Say which limits hold, after uvicorn's Config has set up logging."""
+    soft_before, open_files, hard = nofile
+    if open_files != soft_before:
+        log.info("open files limit raised from %d to %d (the hard limit)", soft_before, open_files)
+    elif open_files == hard or hard == resource.RLIM_INFINITY:
+        log.info("open files limit: %d (as high as it goes)", open_files)
+    else:
+        log.warning("open files limit: %d; it could not be raised to %d", open_files, hard)
+    if budget.connections < settings.max_connections:
+        log.warning(
+            "at most %d connections (DOCINTEL_MAX_CONNECTIONS=%d does not fit the open files "
+            "limit of %d); listen backlog %d",
+            budget.connections,
+            settings.max_connections,
+            open_files,
+            budget.backlog,
+        )
+    else:
+        log.info("at most %d connections; listen backlog %d", budget.connections, budget.backlog)
+    log.info(
+        "request headers within %g s, bodies idle at most %g s and at least %d bytes/s; "
+        "event streams: %d in all, %d per user",
+        settings.header_timeout,
+        settings.body_timeout,
+        settings.body_min_rate,
+        settings.max_streams,
+        settings.max_streams_per_user,
+    )

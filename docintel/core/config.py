@@ -69,6 +69,18 @@ class Settings:
     # Seconds a document's status write is retried while the disk is full or the
     # database busy; then the document is requeued once writes work (core/workers.py).
     status_write_retry: float = 30.0
+    # Connections and streams (server/connections.py, server/streamguard.py): a
+    # request's headers must arrive within header_timeout seconds; its body may
+    # pause at most body_timeout seconds and must average body_min_rate bytes/s
+    # after its first body_timeout seconds. At most max_connections open at once
+    # (fewer if the file-descriptor limit is lower), and at most max_streams event
+    # streams, max_streams_per_user of them per user.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    body_min_rate: int = 500
+    max_connections: int = 2048
+    max_streams: int = 1000
+    max_streams_per_user: int = 32
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -118,6 +130,19 @@ class Settings:
             raise ConfigError("DOCINTEL_USERS names no user.")
         if self.status_write_retry < 0:
             raise ConfigError("DOCINTEL_STATUS_WRITE_RETRY must be 0 or more seconds.")
+        self._check_connection_limits()
+
+    def _check_connection_limits(self) -> None:
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ConfigError("DOCINTEL_HEADER_TIMEOUT and DOCINTEL_BODY_TIMEOUT must be positive.")
+        if self.body_min_rate < 0:
+            raise ConfigError("DOCINTEL_BODY_MIN_RATE must be 0 (no minimum) or more.")
+        if self.max_connections < 1:
+            raise ConfigError("DOCINTEL_MAX_CONNECTIONS must be at least 1.")
+        if self.max_streams < 1 or self.max_streams_per_user < 1:
+            raise ConfigError(
+                "DOCINTEL_MAX_STREAMS and DOCINTEL_MAX_STREAMS_PER_USER must be at least 1."
+            )
 
     @property
     def analyzer_name(self) -> str:

@@ -21,7 +21,7 @@ from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
 from docintel.server.routes import auth, documents, stream, tus, ws
 from docintel.server.schemas import EventEncoder
-from docintel.server.streamguard import StreamGuard
+from docintel.server.streamguard import StreamGuard, StreamSlots
 
 log = logging.getLogger("docintel.server")
 
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.event_encoder = EventEncoder()
     app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
     app.state.resumable = resumable
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_user, settings.max_streams)
     errors.install(app)
     app.add_middleware(StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout)
     if settings.cors_origin_list:

@@ -1,4 +1,4 @@
-"""Transport-level care for the event stream: slow clients and disconnects.
+"""Transport-level care for the event stream: slow clients, disconnects, and caps.
 
 1. An SSE client that stops reading costs the server little (a stream pulls from
 the event log, so nothing queues up for it), but its response would stay
@@ -11,6 +11,8 @@ the keep-alive task is mid-send when the request's exit stack closes its
 stream, anyio raises BrokenResourceError and uvicorn logs "Exception in ASGI
 application" for an ordinary disconnect. Only that error, and only after the
 response started, is absorbed here.
+
+3. `StreamSlots` caps the streams open per user and in total.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from docintel.core.errors import TooManyRequests
 
 log = logging.getLogger("docintel.server.stream")
 
@@ -106,3 +110,48 @@ class QuietDeliberateDrops(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.msg == INCOMPLETE and "dropped" in _dropped.get(set()))
+
+
+class StreamSlots:
+    """Open event streams, per user and in total, within their caps.
+
+    A stream is a long-lived connection and a subscriber the event feed wakes:
+    without a cap, one user opening thousands of them slowed every other user's
+    documents and multiplied the server's memory. Beyond a cap the stream is
+    refused with 429 before it starts; a slot frees when its stream ends.
+    """
+
+    RETRY_AFTER = 5  # seconds: streams end when their clients leave, not on a clock
+
+    def __init__(self, per_user: int, total: int) -> None:
+        self.per_user = per_user
+        self.total = total
+        self.open = 0
+        self._by_user: dict[str, int] = {}
+
+    def acquire(self, user: str) -> None:
+        """Take a slot for `user`, or raise TooManyRequests."""
+        held = self._by_user.get(user, 0)
+        if held >= self.per_user:
+            raise TooManyRequests(
+                f"You have {held} event streams open, the most allowed per user; "
+                "close one, or try again later.",
+                self.RETRY_AFTER,
+                code="too_many_streams",
+            )
+        if self.open >= self.total:
+            raise TooManyRequests(
+                f"The server has {self.open} event streams open, its limit; try again later.",
+                self.RETRY_AFTER,
+                code="too_many_streams",
+            )
+        self._by_user[user] = held + 1
+        self.open += 1
+
+    def release(self, user: str) -> None:
+        held = self._by_user.get(user, 0) - 1
+        if held > 0:
+            self._by_user[user] = held
+        else:
+            self._by_user.pop(user, None)  # no entry left behind per user ever seen
+        self.open -= 1

@@ -28,6 +28,7 @@ from docintel.server.openapi import (
     json_error,
 )
 from docintel.server.schemas import EventEncoder
+from docintel.server.streamguard import StreamSlots
 
 router = APIRouter(tags=["stream"])
 
@@ -96,6 +97,16 @@ async def begin_stream(
     # can tell the client where it starts.
     position = service.feed.position if after is None else after
     return StreamRequest(user, position, full_ids, time.monotonic() + left, session.expires_at)
+
+
+async def stream_slot(request: Request, session: StreamSession) -> AsyncIterator[None]:
+    """A place among the open streams (429 beyond the caps), held until the stream ends."""
+    slots: StreamSlots = request.app.state.stream_slots
+    slots.acquire(session.username)
+    try:
+        yield
+    finally:
+        slots.release(session.username)
 
 
 async def followed_events(
@@ -183,6 +194,8 @@ STREAM_RESPONSES: Responses = {
 @router.get(
     "/documents/stream",
     response_class=EventStream,
+    # Resolved before the route's own dependencies: no subscription beyond the caps.
+    dependencies=[Depends(stream_slot)],
     responses=STREAM_RESPONSES,
 )
 async def stream(

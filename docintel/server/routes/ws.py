@@ -32,6 +32,7 @@ from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator, Session, unauthorized
 from docintel.server.errors import error_response, headers_for, status_for
 from docintel.server.routes.stream import StreamRequest, begin_stream, reauth_data
+from docintel.server.streamguard import StreamSlots
 
 router = APIRouter(tags=["stream"])
 log = logging.getLogger("docintel.server.stream")
@@ -48,22 +49,38 @@ async def websocket_stream(websocket: WebSocket) -> None:
     app = websocket.app
     service: DocumentService = app.state.service
     authenticator: Authenticator = app.state.authenticator
+    slots: StreamSlots = app.state.stream_slots
     try:
         session = _session(websocket, authenticator)
-        start = await begin_stream(
-            service,
-            session,
-            authenticator.ttl,
-            websocket.query_params.getlist("document_id"),
-            websocket.query_params.get("last_event_id"),
-        )
+        # The same caps as the SSE stream: a WebSocket is a stream too.
+        slots.acquire(session.username)
     except DocintelError as exc:
-        # Before the upgrade: the client gets an HTTP answer it can read.
-        response = error_response(
-            status_for(exc), exc.code, exc.message, headers_for(exc), exc.details
-        )
-        await websocket.send_denial_response(response)
+        await _refuse(websocket, exc)
         return
+    try:
+        try:
+            start = await begin_stream(
+                service,
+                session,
+                authenticator.ttl,
+                websocket.query_params.getlist("document_id"),
+                websocket.query_params.get("last_event_id"),
+            )
+        except DocintelError as exc:
+            await _refuse(websocket, exc)
+            return
+        await _stream(websocket, service, start)
+    finally:
+        slots.release(session.username)
+
+
+async def _refuse(websocket: WebSocket, exc: DocintelError) -> None:
+    """Before the upgrade: the client gets an HTTP answer it can read."""
+    response = error_response(status_for(exc), exc.code, exc.message, headers_for(exc), exc.details)
+    await websocket.send_denial_response(response)
+
+
+async def _stream(websocket: WebSocket, service: DocumentService, start: StreamRequest) -> None:
     await websocket.accept()
     sending = asyncio.create_task(_send_events(websocket, service, start), name="docintel-ws-send")
     receiving = asyncio.create_task(_until_disconnect(websocket), name="docintel-ws-receive")
