@@ -365,6 +365,38 @@ def test_watch_follows_live_events_with_status_filter(server: ServerProcess) -> 
     assert b"Traceback" not in stderr
 
 
+def test_watch_waits_out_the_servers_stream_cap(make_server: Any) -> None:
+    """Over the per-user stream cap, watch says the server is busy and keeps trying."""
+    server = make_server({"DOCINTEL_ANALYZER": "offline", "DOCINTEL_MAX_STREAMS_PER_USER": "1"})
+    token = server.login()
+    held = httpx.stream(
+        "GET", server.url + "/documents/stream", params={"access_token": token}, timeout=30
+    )
+    other = held.__enter__()  # alice's one stream
+    assert other.status_code == 200
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docintel", "watch", "--json", "--since", "0"],
+        env={**os.environ, "DOCINTEL_URL": server.url, "DOCINTEL_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        note = proc.stderr.readline()
+        assert "busy" in note and "event streams open" in note, note
+        held.__exit__(None, None, None)  # a place frees: watch gets in
+        with server.client() as client:
+            (doc,) = upload(client, NEGATIVE).json()["documents"]
+        seen = [json.loads(proc.stdout.readline()) for _ in range(4)]
+        assert [e["document_id"] for e in seen] == [doc["id"]] * 4
+    finally:
+        held.__exit__(None, None, None)
+        proc.send_signal(2)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 130
+
+
 def _last_event_id(server: ServerProcess, token: str) -> int:
     from tests.conftest import read_events
 

@@ -410,7 +410,8 @@ class Client:
                     files=[("files", (path.name, body))],  # type: ignore[list-item]
                     timeout=httpx.Timeout(self.timeout, write=None, read=None),
                 )
-        if response.status_code in (400, 413, 415, 422) and _is_upload_result(response):
+        # 507: the server's disk is full; the answer still says file by file.
+        if response.status_code in (400, 413, 415, 422, 507) and _is_upload_result(response):
             return response.json()  # type: ignore[no-any-return]
         if response.status_code == 413:  # the whole request was too large (maybe a proxy's limit)
             code, message = _error_of(response)
@@ -453,7 +454,7 @@ class Client:
                     "Upload-Metadata": "filename " + base64.b64encode(path.name.encode()).decode(),
                 },
             )
-        if created.status_code in (400, 413, 415) and _envelope(created):
+        if created.status_code in (400, 413, 415, 507) and _envelope(created):
             return _rejected(path, created)
         self._raise_for(created)
         location = created.headers.get("location")
@@ -508,7 +509,7 @@ class Client:
                 if response.status_code == 409:  # not where we thought: ask
                     offset = None
                     continue
-                if response.status_code in (400, 413, 415) and _envelope(response):
+                if response.status_code in (400, 413, 415, 507) and _envelope(response):
                     return _rejected(path, response)
                 self._raise_for(response)
                 raise self._foreign(response)
@@ -625,6 +626,13 @@ class Client:
                 reason = "the connection was lost"
             except httpx.TransportError:
                 raise unreachable(self.url) from None
+            except RateLimited as exc:  # the server's stream caps: wait as it says
+                reason = f"the server is busy ({exc.message})"
+                delay = max(delay, min(exc.retry_after, 30.0))
+            except ApiError as exc:
+                if exc.status != 503:  # 503: the connection cap, or a proxy's
+                    raise
+                reason = f"the server is busy ({exc.message})"
             now = time.monotonic()
             first_failure = failing_since is None
             failing_since = failing_since or now
