@@ -24,6 +24,9 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI
 
+# PostgreSQL fixtures (postgres, postgres_url): tests/pg.py.
+pytest_plugins = ["tests.pg"]
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "data"  # the sample files, with their licences (tests/data/README.md)
 PDFS = CORPUS / "pdf"

@@ -61,6 +61,9 @@ class FakeOpenAI:
         self._headers: list[dict[str, str]] = []
         self._script: deque[str] = deque()
         self._marker_calls: dict[str, int] = {}
+        # Documents being analysed now (by their text), and any analysed twice at once.
+        self._active: dict[str, int] = {}
+        self.overlaps: list[str] = []
         self._stopping = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
@@ -145,9 +148,30 @@ class FakeOpenAI:
                 return self._script.popleft()
             return "ok"
 
-    def _wait(self, seconds: float) -> bool:
-        """Sleep, unless the server stops first; True when it did stop."""
-        return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
+    def _wait(self, seconds: float, client: socket.socket | None = None) -> bool:
+        """Sleep, unless the server stops (or `client` hangs up) first; True when it did."""
+        if client is None or seconds <= 0:
+            return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stopping.wait(min(left, 0.05)):
+                return True
+            if _hung_up(client):
+                return True
+        return False
+
+    def _begin(self, body: dict[str, Any]) -> str:
+        """One more analysis of this document in progress; an overlap is recorded."""
+        key = _document_text(body)[:500]
+        with self._lock:
+            if self._active.get(key):
+                self.overlaps.append(key)
+            self._active[key] = self._active.get(key, 0) + 1
+        return key
+
+    def _end(self, key: str) -> None:
+        with self._lock:
+            self._active[key] -= 1
 
 
 class _Server(ThreadingHTTPServer):
@@ -192,7 +216,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
         fault = fake._record(body, headers)
-        if fake._wait(fake.delay):
+        key = fake._begin(body)
+        try:
+            self._answer(fake, body, headers, fault)
+        finally:
+            # Also when the client hung up (a worker killed mid-call): from then
+            # on nobody is analysing the document through this call.
+            fake._end(key)
+
+    def _answer(
+        self, fake: FakeOpenAI, body: dict[str, Any], headers: dict[str, str], fault: str
+    ) -> None:
+        if fake._wait(fake.delay, self.connection):
             return
         try:
             _check_fault(fault)
@@ -206,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "drop":
             self._drop()
         elif kind == "slow":
-            if not fake._wait(float(arg or 1)):
+            if not fake._wait(float(arg or 1), self.connection):
                 self._completion(body, _analysis(body))
         elif kind in ("500", "503"):
             self._error(int(kind), "The server had an error while processing your request.",
@@ -298,6 +333,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _hung_up(client: socket.socket) -> bool:
+    """Whether the client closed its side (HTTP/1.0: it sends nothing more)."""
+    import select
+
+    if not select.select([client], [], [], 0)[0]:
+        return False
+    try:
+        return client.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _check_fault(fault: str) -> None:

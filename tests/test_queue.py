@@ -1,4 +1,4 @@
-"""The SQLite queue: FIFO, atomic claims under concurrency, requeue after a crash."""
+"""The queue, on SQLite and PostgreSQL: FIFO, atomic claims under concurrency, requeue after a crash."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from docintel.core.db import connect, database
 from docintel.core.models import Document, StatusEvent
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[None]:
-    connect(tmp_path / "queue.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """The queue on each backend: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        connect(tmp_path / "queue.db")
+    else:
+        connect(request.getfixturevalue("postgres_url"))
     yield
     database.close()
 

@@ -22,6 +22,7 @@ DOCUMENTS = "Documents"  # a section of `docintel --help`
 #: Every command, in the order `docintel --help` lists them within a section.
 COMMANDS = {
     "serve": Lazy("docintel.cli.app:serve"),
+    "worker": Lazy("docintel.cli.app:worker"),
     "login": Lazy("docintel.cli.commands.auth:login"),
     "upload": Lazy("docintel.cli.commands.upload:upload", DOCUMENTS),
     "watch": Lazy("docintel.cli.commands.watch:watch", DOCUMENTS),
@@ -56,7 +57,12 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [DOCINTEL_PORT].")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder [DOCINTEL_DATA_DIR].")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Pipeline workers [DOCINTEL_WORKERS].")
+        int | None,
+        typer.Option(
+            min=0,
+            help="Pipeline workers [DOCINTEL_WORKERS]; 0: the API and streams only "
+            "(with DOCINTEL_DATABASE_URL, beside `docintel worker` processes).",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
@@ -78,6 +84,41 @@ def serve(
     except DataDirInUse as exc:
         typer.echo(f"docintel: {exc.message}", err=True)
         raise typer.Exit(3) from None
+
+
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Documents processed at once [DOCINTEL_WORKERS]."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data folder, shared with the API nodes [DOCINTEL_DATA_DIR]."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run pipeline workers only, beside API nodes, on a shared PostgreSQL database.
+
+    Needs DOCINTEL_DATABASE_URL, and the same data dir (uploads) as the API nodes.
+
+    Example: DOCINTEL_DATABASE_URL=postgresql://db/docintel docintel worker --concurrency 4
+    """
+    from docintel.cli.worker import run
+    from docintel.core.config import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env(workers=concurrency, data_dir=data_dir)
+        if not settings.shared_database:
+            raise ConfigError(
+                "docintel worker needs DOCINTEL_DATABASE_URL (PostgreSQL): with the embedded "
+                "database, `docintel serve` runs the workers itself."
+            )
+        if settings.workers < 1:
+            raise ConfigError("docintel worker needs at least 1 worker (--concurrency).")
+    except ConfigError as exc:
+        typer.echo(f"docintel: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(settings, log_level))
 
 
 def _version(value: bool) -> None:

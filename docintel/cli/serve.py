@@ -45,7 +45,14 @@ class _Server(uvicorn.Server):
 
 
 def run(settings: Settings, log_level: str = "info") -> None:
-    """Serve until stopped; raises DataDirInUse if another server owns the data dir."""
+    """Serve until stopped; raises DataDirInUse if another server owns the data dir.
+
+    Only the embedded SQLite database has one owner. With PostgreSQL any number
+    of API and worker processes share the database and the data dir.
+    """
+    if settings.shared_database:
+        _serve(settings, log_level)
+        return
     lock = DataDirLock.acquire(settings.data_dir, settings.port)
     try:
         _serve(settings, log_level)

@@ -30,6 +30,11 @@ class ConfigError(DocintelError):
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: user_data_path("docintel"))
+    # Unset: SQLite in the data dir. postgresql://…: PostgreSQL, shared by many processes.
+    database_url: str = field(default="", repr=False)  # may hold a password
+    # Seconds a worker's claim on a document lasts unless renewed (every third
+    # of it); a document whose worker died is taken up again after this long.
+    lease_seconds: float = 30.0
     host: str = "127.0.0.1"
     port: int = 8000
     users: Mapping[str, str] = field(default_factory=lambda: {"demo": "demo"}, repr=False)
@@ -104,8 +109,13 @@ class Settings:
     def check(self) -> None:
         if self.analyzer not in ("auto", "openai", "offline"):
             raise ConfigError("DOCINTEL_ANALYZER must be one of auto, openai, offline.")
-        if self.workers < 1:
-            raise ConfigError("DOCINTEL_WORKERS must be at least 1.")
+        if self.workers < 0:
+            raise ConfigError("DOCINTEL_WORKERS must be 0 or more.")
+        if self.workers == 0 and not self.database_url:
+            raise ConfigError(
+                "DOCINTEL_WORKERS=0 (the API only) needs DOCINTEL_DATABASE_URL: with the "
+                "embedded database, this process is the only one that can run the workers."
+            )
         if self.max_upload_bytes < 1:
             raise ConfigError("DOCINTEL_MAX_UPLOAD_BYTES must be positive.")
         limits = (
@@ -128,6 +138,21 @@ class Settings:
             )
         if not self.users:
             raise ConfigError("DOCINTEL_USERS names no user.")
+        if self.lease_seconds < 1:
+            raise ConfigError("DOCINTEL_LEASE_SECONDS must be at least 1.")
+        if self.database_url and not is_postgres(self.database_url):
+            raise ConfigError(
+                "DOCINTEL_DATABASE_URL must be a postgresql:// URL "
+                "(leave it unset for SQLite in the data dir)."
+            )
+        if self.database_url and not self.jwt_secret:
+            # Every node signs and checks tokens: a key made in one node's data
+            # dir would make the others refuse its tokens.
+            raise ConfigError(
+                "DOCINTEL_JWT_SECRET must be set with DOCINTEL_DATABASE_URL: every API node "
+                "must sign tokens with the same key (make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+            )
         if self.status_write_retry < 0:
             raise ConfigError("DOCINTEL_STATUS_WRITE_RETRY must be 0 or more seconds.")
         self._check_connection_limits()
@@ -158,6 +183,21 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "docintel.db"
+
+    @property
+    def database(self) -> str | Path:
+        """What `db.connect` takes: the PostgreSQL URL, else the SQLite file."""
+        return self.database_url or self.db_path
+
+    @property
+    def shared_database(self) -> bool:
+        """Several processes may share the database (PostgreSQL)."""
+        return bool(self.database_url)
+
+
+def is_postgres(target: str | Path) -> bool:
+    """Whether a database setting names PostgreSQL (else it is a SQLite file)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
 def _env_name(field_name: str) -> str:

@@ -1,9 +1,15 @@
-"""The SQLite database: deferred peewee handle, pragmas, ordered migrations.
+"""The database: SQLite in the data dir, or PostgreSQL; one handle, ordered migrations.
 
-All database work of the running service goes through one `Database` runner:
-a single thread owns the connection, so writes never contend, commits happen
-in id order (the event log's ids are therefore seen in order by readers), and
-the event loop never blocks on SQLite.
+`DOCINTEL_DATABASE_URL` chooses: unset, SQLite in the data dir (one process
+owns it); `postgresql://…`, PostgreSQL through peewee and psycopg 3, shared by
+any number of API and worker processes. The same numbered migrations build
+both schemas; where the SQL differs, `dialect()` says which to write.
+
+All database work of a process goes through one `Database` runner: a single
+thread owns the connection, so the event loop never blocks on the database.
+On SQLite that thread is the only writer, so commits happen in id order; on
+PostgreSQL, writers of the event log take one transaction-scoped advisory lock
+first (queue.py), with the same effect across processes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import peewee
+
+from docintel.core.config import is_postgres
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,8 +50,20 @@ class _SqliteDatabase(peewee.SqliteDatabase):
         super().rollback()
 
 
-# Deferred: bound to a file by `connect()`; models in models.py use it.
-database = _SqliteDatabase(None)
+class _PostgresDatabase(peewee.PostgresqlDatabase):
+    """psycopg 3 (peewee picks it when asked; psycopg2 is never needed)."""
+
+
+# Bound by `connect()` to SQLite or PostgreSQL; models in models.py use it.
+database = peewee.DatabaseProxy()
+POSTGRES = "postgresql"
+SQLITE = "sqlite"
+_dialect = SQLITE
+
+
+def dialect() -> str:
+    """`sqlite` or `postgresql`: which SQL the connected database speaks."""
+    return _dialect
 
 
 def utcnow() -> str:
@@ -62,17 +82,52 @@ def seconds_until(at: str) -> float:
     return (datetime.fromisoformat(at) - datetime.now(UTC)).total_seconds()
 
 
-def connect(path: Path) -> None:
-    """Point the deferred database at `path` (created if missing) and migrate it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    database.init(str(path), pragmas=PRAGMAS)
+def connect(target: str | Path) -> None:
+    """Bind the database to a SQLite file (created if missing) or a PostgreSQL URL; migrate."""
+    global _dialect
+    if is_postgres(target):
+        url = str(target)
+        _dialect = POSTGRES
+        # Autocommit outside `atomic()`; TCP keepalives find a peer that vanished.
+        database.initialize(
+            _PostgresDatabase(
+                url, prefer_psycopg3=True, connect_timeout=10, keepalives=1, keepalives_idle=30
+            )
+        )
+    else:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _dialect = SQLITE
+        database.initialize(_SqliteDatabase(str(path), pragmas=PRAGMAS))
     database.connect(reuse_if_open=True)
     migrate()
 
 
+def describe(target: str | Path) -> str:
+    """Where the data is, for logs: a PostgreSQL URL without its password."""
+    if not is_postgres(target):
+        return str(target)
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(target))
+    host = parts.hostname or ""
+    netloc = (f"{parts.username}@" if parts.username else "") + host
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _postgres_sql(sql: str) -> str:
+    # Our raw SQL is written with SQLite's `?`; psycopg takes `%s`. No raw SQL
+    # here contains a literal `?` or `%` (a test checks the statements).
+    return sql.replace("?", "%s")
+
+
 def execute(sql: str, params: tuple[Any, ...] = ()) -> Any:
-    """Raw SQL on the database (peewee's own method has no type hints)."""
-    return database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+    """Raw SQL on the database (written with `?` placeholders, for either backend)."""
+    if _dialect == POSTGRES:
+        sql = _postgres_sql(sql)
+    return database.execute_sql(sql, params)
 
 
 @contextlib.contextmanager
@@ -114,42 +169,80 @@ def is_full_scan(plan_line: str) -> bool:
 
 
 def execute_many(sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """One statement for each row of parameters (a single call into sqlite3)."""
-    database.cursor().executemany(sql, rows)  # type: ignore[no-untyped-call]
+    """One statement for each row of parameters (one call into the driver)."""
+    if _dialect == POSTGRES:
+        sql = _postgres_sql(sql)
+    database.cursor().executemany(sql, rows)
+
+
+# Transaction-scoped advisory lock keys (PostgreSQL): one per purpose.
+MIGRATE_LOCK = 0x646F6331  # "doc1": one process migrates at a time
+LOG_LOCK = 0x646F6332  # "doc2": event-log appends commit in id order (queue.py)
+NOTIFY_CHANNEL = "docintel_events"  # a commit appended events (listener.py)
 
 
 def migrate() -> None:
-    execute(
-        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    done = {row[0] for row in execute("SELECT name FROM migrations")}
-    for migration in MIGRATIONS:
-        if migration.__name__ in done:
-            continue
-        with database.atomic():
-            migration()
-            execute(
-                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                (migration.__name__, utcnow()),
-            )
-        log.info("applied migration %s", migration.__name__)
+    """Apply the migrations not applied yet, each in its own transaction.
+
+    On PostgreSQL many processes may start at once: the whole run holds an
+    advisory lock, so each migration is applied once and the others see it done.
+    """
+    with database.atomic():
+        if _dialect == POSTGRES:
+            execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
+        execute(
+            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in execute("SELECT name FROM migrations")}
+        for migration in MIGRATIONS:
+            if migration.__name__ in done:
+                continue
+            with database.atomic():  # a savepoint: one migration, whole or not at all
+                migration()
+                execute(
+                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                    (migration.__name__, utcnow()),
+                )
+            log.info("applied migration %s", migration.__name__)
+
+
+def _types() -> dict[str, str]:
+    """The column types m001 writes, per dialect."""
+    if _dialect == POSTGRES:
+        # Identity keys are never reused, as AUTOINCREMENT; CACHE 1 (the default)
+        # hands them out in order, which the event log's lock relies on. Ids and
+        # owners compare byte by byte ("C"), as SQLite's TEXT does: id-prefix
+        # ranges and orderings mean the same on both.
+        return {
+            "pk": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            "key": 'TEXT COLLATE "C"',
+            "bigint": "BIGINT",
+            "json": "JSONB",
+        }
+    return {
+        "pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "key": "TEXT",
+        "bigint": "INTEGER",
+        "json": "TEXT",
+    }
 
 
 def m001_initial() -> None:
-    # AUTOINCREMENT, not plain rowid: ids of deleted rows are never reused, so
-    # the queue stays strictly FIFO and event ids stay monotonic for
-    # Last-Event-ID even after the newest document is deleted.
+    # AUTOINCREMENT (an identity on PostgreSQL), not plain rowid: ids of deleted
+    # rows are never reused, so the queue stays strictly FIFO and event ids stay
+    # monotonic for Last-Event-ID even after the newest document is deleted.
+    t = _types()
     statements = [
-        """CREATE TABLE document (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            owner TEXT NOT NULL,
+        f"""CREATE TABLE document (
+            seq {t["pk"]},
+            id {t["key"]} NOT NULL UNIQUE,
+            owner {t["key"]} NOT NULL,
             filename TEXT NOT NULL,
             stored_name TEXT NOT NULL,
-            size_bytes INTEGER NOT NULL,
+            size_bytes {t["bigint"]} NOT NULL,
             content_type TEXT NOT NULL,
             sha256 TEXT NOT NULL,
-            status TEXT NOT NULL,
+            status {t["key"]} NOT NULL,
             error TEXT,
             attempts INTEGER NOT NULL DEFAULT 0,
             created_at TEXT NOT NULL,
@@ -157,22 +250,22 @@ def m001_initial() -> None:
         )""",
         "CREATE INDEX document_owner_seq ON document (owner, seq)",
         "CREATE INDEX document_status_seq ON document (status, seq)",
-        """CREATE TABLE status_event (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            document_id TEXT NOT NULL REFERENCES document (id) ON DELETE CASCADE,
-            owner TEXT NOT NULL,
-            status TEXT NOT NULL,
+        f"""CREATE TABLE status_event (
+            id {t["pk"]},
+            document_id {t["key"]} NOT NULL REFERENCES document (id) ON DELETE CASCADE,
+            owner {t["key"]} NOT NULL,
+            status {t["key"]} NOT NULL,
             at TEXT NOT NULL,
             detail TEXT
         )""",
         "CREATE INDEX status_event_document ON status_event (document_id, id)",
         "CREATE INDEX status_event_owner ON status_event (owner, id)",
-        """CREATE TABLE analysis (
-            document_id TEXT PRIMARY KEY REFERENCES document (id) ON DELETE CASCADE,
+        f"""CREATE TABLE analysis (
+            document_id {t["key"]} PRIMARY KEY REFERENCES document (id) ON DELETE CASCADE,
             summary TEXT NOT NULL,
-            key_topics TEXT NOT NULL,
+            key_topics {t["json"]} NOT NULL,
             sentiment TEXT NOT NULL,
-            action_items TEXT NOT NULL,
+            action_items {t["json"]} NOT NULL,
             analyzer TEXT NOT NULL,
             model TEXT NOT NULL,
             created_at TEXT NOT NULL
@@ -198,7 +291,10 @@ def m003_document_owner_status_seq() -> None:
     execute("CREATE INDEX document_owner_status_seq ON document (owner, status, seq)")
     # Statistics gathered before this index existed would leave the planner
     # without any for it (and it then chose it even where it forces a sort).
-    if list(execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'")):
+    # (PostgreSQL's autovacuum gathers its own.)
+    if _dialect == SQLITE and list(
+        execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'")
+    ):
         execute("ANALYZE document_owner_status_seq")
 
 
@@ -209,6 +305,9 @@ def m004_document_count() -> None:
     # total is a sum of at most five rows whatever the size. Every insert,
     # delete and status change of a document already touches the table: the
     # triggers add one small write to it, in the same transaction.
+    if _dialect == POSTGRES:
+        _m004_postgres()
+        return
     statements = [
         """CREATE TABLE document_count (
             owner TEXT NOT NULL,
@@ -236,6 +335,39 @@ def m004_document_count() -> None:
         execute(sql)
 
 
+def _m004_postgres() -> None:
+    statements = [
+        """CREATE TABLE document_count (
+            owner TEXT COLLATE "C" NOT NULL,
+            status TEXT COLLATE "C" NOT NULL,
+            n BIGINT NOT NULL,
+            PRIMARY KEY (owner, status)
+        )""",
+        """INSERT INTO document_count (owner, status, n)
+            SELECT owner, status, COUNT(*) FROM document GROUP BY owner, status""",
+        """CREATE FUNCTION document_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                UPDATE document_count SET n = n - 1
+                    WHERE owner = OLD.owner AND status = OLD.status;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO document_count (owner, status, n) VALUES (NEW.owner, NEW.status, 1)
+                    ON CONFLICT (owner, status) DO UPDATE SET n = document_count.n + 1;
+            END IF;
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER document_count_insert_delete AFTER INSERT OR DELETE ON document
+            FOR EACH ROW EXECUTE FUNCTION document_count_change()""",
+        """CREATE TRIGGER document_count_update AFTER UPDATE OF owner, status ON document
+            FOR EACH ROW WHEN (NEW.owner IS DISTINCT FROM OLD.owner
+                               OR NEW.status IS DISTINCT FROM OLD.status)
+            EXECUTE FUNCTION document_count_change()""",
+    ]
+    for sql in statements:
+        database.execute_sql(sql)  # no placeholders here
+
+
 def m005_document_backoff() -> None:
     # A document requeued for a passing cause (a full disk, no file descriptors
     # left, a busy database) is not claimed again before `not_before` (UTC ISO
@@ -245,12 +377,58 @@ def m005_document_backoff() -> None:
     execute("ALTER TABLE document ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0")
 
 
+def now_epoch() -> str:
+    """SQL for the database's clock, in epoch seconds.
+
+    Leases are set and judged by the database's clock, never a node's own, so
+    clock skew between nodes cannot expire a lease early or keep a dead one.
+    """
+    if _dialect == POSTGRES:
+        return "extract(epoch FROM clock_timestamp())::double precision"
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def m006_document_lease() -> None:
+    # A claimed document carries a lease: which worker runs it, and until when
+    # (epoch seconds, the database's clock). The worker renews it while it
+    # runs; any worker puts a document whose lease expired back in the queue.
+    real = "DOUBLE PRECISION" if _dialect == POSTGRES else "REAL"
+    execute("ALTER TABLE document ADD COLUMN lease_owner TEXT")
+    execute(f"ALTER TABLE document ADD COLUMN lease_until {real}")
+    execute("CREATE INDEX document_lease ON document (lease_until) WHERE lease_until IS NOT NULL")
+    if _dialect != POSTGRES:
+        return
+    statements = [
+        # The event log's lock (queue._log_write), also for an insert that forgot
+        # it: taken before the identity hands out the id (re-entrant when held).
+        f"""CREATE FUNCTION status_event_lock() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_advisory_xact_lock({LOG_LOCK});
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER status_event_lock BEFORE INSERT ON status_event
+            FOR EACH STATEMENT EXECUTE FUNCTION status_event_lock()""",
+        # Every commit that appends events wakes every process (listener.py):
+        # NOTIFY is delivered at commit, and not at all on rollback.
+        f"""CREATE FUNCTION status_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER status_event_notify AFTER INSERT ON status_event
+            FOR EACH STATEMENT EXECUTE FUNCTION status_event_notify()""",
+    ]
+    for sql in statements:
+        database.execute_sql(sql)
+
+
 MIGRATIONS: list[Callable[[], None]] = [
     m001_initial,
     m002_document_owner_id,
     m003_document_owner_status_seq,
     m004_document_count,
     m005_document_backoff,
+    m006_document_lease,
 ]
 
 
@@ -263,13 +441,13 @@ class Database:
     without any call site having to remember to.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, target: str | Path) -> None:
+        self.target = target  # a SQLite file, or a PostgreSQL URL
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docintel-db")
         self.on_commit: list[Callable[[], None]] = []
 
     async def open(self) -> None:
-        await self.run(connect, self.path)
+        await self.run(connect, self.target)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

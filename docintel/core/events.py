@@ -94,7 +94,7 @@ def events_after(
     if document_ids:
         query = query.where(StatusEvent.document_id.in_(list(document_ids)))
     sql, params = query.sql()
-    rows = cast(Iterable[tuple[Any, ...]], execute(sql, tuple(params)))  # a sqlite3 cursor
+    rows = cast(Iterable[tuple[Any, ...]], execute(sql, tuple(params)))  # the driver's cursor
     found = []
     # The joined columns fill in what the spec's event carries: the file name
     # always, the analysis on `completed`; failed events carry their reason.
@@ -105,9 +105,9 @@ def events_after(
             summary, key_topics, sentiment, action_items, analyzer, model = row[7:]
             result = {
                 "summary": summary,
-                "key_topics": json.loads(key_topics),
+                "key_topics": _decoded(key_topics),
                 "sentiment": sentiment,
-                "action_items": json.loads(action_items),
+                "action_items": _decoded(action_items),
                 "analyzer": analyzer,
                 "model": model,
             }
@@ -116,6 +116,11 @@ def events_after(
         else:
             found.append(Event(id, owner, document_id, filename, status, at, detail, None, result))
     return found
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON column: text on SQLite, already decoded (JSONB) on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def history(document_id: str) -> list[StatusEvent]:

@@ -58,6 +58,10 @@ class Pipeline:
         self.analyzer = analyzer
         self.limits = limits
         self.write_retry = write_retry  # seconds a failing status write is retried
+        # Set by the worker pool: the lease its claims carry, and which its
+        # moves must still hold (a fence against a worker that lost it).
+        self.lease_owner: str | None = None
+        self.lease = queue.LEASE_SECONDS
 
     async def run(
         self, document: Document, *, claim_next: Callable[[], bool] = lambda: False
@@ -195,7 +199,13 @@ class Pipeline:
 
     async def _move(self, document_id: str, current: str, status: str, **kwargs: object) -> bool:
         moved = await self._write(
-            document_id, queue.transition, document_id, (current,), status, **kwargs
+            document_id,
+            queue.transition,
+            document_id,
+            (current,),
+            status,
+            lease_owner=self.lease_owner,
+            **kwargs,
         )
         if not moved:
             _dropped(document_id, status)
@@ -214,7 +224,14 @@ class Pipeline:
             await self._move(document_id, current, status, **kwargs)
             return None
         moved, claimed = await self._write(
-            document_id, queue.transition_then_claim, document_id, (current,), status, **kwargs
+            document_id,
+            queue.transition_then_claim,
+            document_id,
+            (current,),
+            status,
+            lease_owner=self.lease_owner,
+            lease=self.lease,
+            **kwargs,
         )
         if not moved:
             _dropped(document_id, status)

@@ -16,13 +16,26 @@ These functions run on the database thread; callers go through
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from docintel.core.db import database, execute, execute_many, seconds_until, utc_in, utcnow
+from docintel.core.db import (
+    LOG_LOCK,
+    POSTGRES,
+    database,
+    dialect,
+    execute,
+    execute_many,
+    now_epoch,
+    seconds_until,
+    utc_in,
+    utcnow,
+)
 from docintel.core.models import (
+    COMPLETED,
     FAILED,
     IN_FLIGHT,
     PENDING,
@@ -31,6 +44,8 @@ from docintel.core.models import (
 )
 
 MAX_ATTEMPTS = 3
+# How long a claim holds a document without its worker renewing it (seconds).
+LEASE_SECONDS = 30.0
 # A document requeued for a passing cause waits 2 s, then 4, 8… up to a minute
 # before it may be claimed again (see `requeue`).
 REQUEUE_BASE_SECONDS = 2.0
@@ -58,27 +73,84 @@ _INSERT_DOCUMENT = (
 # is the "check that you won" of the claim. A document requeued for a passing
 # cause is skipped until its `not_before` (m005).
 _CLAIM = (
-    "UPDATE document SET status = ?, attempts = attempts + 1, updated_at = ?, error = NULL"
+    "UPDATE document SET status = ?, attempts = attempts + 1, updated_at = ?, error = NULL,"
+    " lease_owner = ?, lease_until = {now} + ?"
     " WHERE status = ? AND seq IN"
     " (SELECT seq FROM document WHERE status = ? AND (not_before IS NULL OR not_before <= ?)"
     " ORDER BY seq LIMIT ?)"
     f" RETURNING {_COLUMNS}"
 )
+# PostgreSQL: the same claim across processes. SKIP LOCKED passes over rows
+# another transaction holds (a document being deleted) instead of waiting;
+# MATERIALIZED makes the LIMIT hold (as `seq IN (subquery)` the planner may
+# re-run the subquery per row and claim more than asked).
+_CLAIM_POSTGRES = (
+    "WITH next AS MATERIALIZED (SELECT seq FROM document WHERE status = ?"
+    " AND (not_before IS NULL OR not_before <= ?) ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED)"
+    " UPDATE document SET status = ?, attempts = attempts + 1, updated_at = ?, error = NULL,"
+    " lease_owner = ?, lease_until = {now} + ?"
+    " FROM next WHERE document.seq = next.seq AND document.status = ?"
+    " RETURNING " + ", ".join(f"document.{name.strip()}" for name in _COLUMNS.split(","))
+)
+_IN_FLIGHT_LIST = ", ".join(f"'{status}'" for status in sorted(IN_FLIGHT))
 _IN_FLIGHT_BY_ID = (
     "SELECT owner, status, requeues FROM document WHERE id = ? AND status IN ({in_flight})"
 ).format(in_flight=", ".join(f"'{status}'" for status in sorted(IN_FLIGHT)))
 _REQUEUE = (
-    "UPDATE document SET status = ?, attempts = MAX(0, attempts - 1), requeues = requeues + 1,"
+    "UPDATE document SET status = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+    " requeues = requeues + 1, lease_owner = NULL, lease_until = NULL,"
     " not_before = ?, error = NULL, updated_at = ? WHERE id = ?"
 )
+# A move to a terminal status ends the lease. `fence`: only if the caller's
+# worker still holds the lease (not if it expired and another worker took over).
 _MOVE = (
-    "UPDATE document SET status = ?, error = ?, updated_at = ?"
-    " WHERE id = ? AND status IN ({expected}) RETURNING owner"
+    "UPDATE document SET status = ?, error = ?, updated_at = ?{end_lease}"
+    " WHERE id = ? AND status IN ({expected}){fence} RETURNING owner"
+)
+_END_LEASE = ", lease_owner = NULL, lease_until = NULL"
+_RENEW = (
+    "UPDATE document SET lease_until = {now} + ? WHERE lease_owner = ? AND status IN ({in_flight})"
+    " RETURNING id"
+)
+_EXPIRED = (
+    "SELECT seq, id, owner, status, attempts FROM document WHERE status IN ({in_flight})"
+    " AND (lease_until IS NULL OR lease_until < {now}) ORDER BY seq"
+)
+_RESCUE = (
+    "UPDATE document SET status = ?, error = ?, updated_at = ?, lease_owner = NULL,"
+    " lease_until = NULL WHERE id = ?"
 )
 _SAVE_ANALYSIS = (
-    "INSERT OR REPLACE INTO analysis (document_id, summary, key_topics, sentiment, action_items,"
-    " analyzer, model, created_at) VALUES (?, ?, json(?), ?, json(?), ?, ?, ?)"
+    "INSERT INTO analysis (document_id, summary, key_topics, sentiment, action_items,"
+    " analyzer, model, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (document_id) DO UPDATE SET summary = excluded.summary,"
+    " key_topics = excluded.key_topics, sentiment = excluded.sentiment,"
+    " action_items = excluded.action_items, analyzer = excluded.analyzer,"
+    " model = excluded.model, created_at = excluded.created_at"
 )
+
+
+@contextlib.contextmanager
+def _log_write(immediate: bool = False) -> Iterator[None]:
+    """A transaction that appends to the event log.
+
+    On PostgreSQL its first statement takes the log's advisory lock, held to
+    the commit: appends from every process then commit one after another, in
+    id order, so a reader tailing `id > last` never sees a later id before an
+    earlier one commits and skips it (identity values are handed out at insert
+    but become visible at commit). First, because a transaction that locked a
+    document row (or its counter) and then waited for the log lock could
+    deadlock with one holding the lock that waits for that row. On SQLite the
+    one database thread already orders commits; `immediate` takes the write
+    lock at BEGIN, so a claim never upgrades a read lock midway.
+    """
+    if dialect() == POSTGRES:
+        with database.atomic():
+            execute("SELECT pg_advisory_xact_lock(?)", (LOG_LOCK,))
+            yield
+    else:
+        with database.atomic("IMMEDIATE" if immediate else None):
+            yield
 
 
 def record(document: Document, status: str, detail: str | None = None) -> None:
@@ -94,17 +166,24 @@ def transition(
     detail: str | None = None,
     error: str | None = None,
     analysis: dict[str, Any] | None = None,
+    lease_owner: str | None = None,
 ) -> bool:
     """Move a document from one of `expected` to `status`, with its event.
 
     Compare-and-set: returns False (and writes nothing) when the document is
-    gone or was moved by someone else, e.g. deleted while it was processed.
+    gone or was moved by someone else, e.g. deleted while it was processed;
+    with `lease_owner`, also when that worker's lease was lost to a rescue.
     """
     expected = list(expected)
-    with database.atomic():
+    with _log_write():
         now = utcnow()
-        sql = _MOVE.format(expected=", ".join("?" * len(expected)))
-        moved = execute(sql, (status, error, now, document_id, *expected)).fetchall()
+        sql = _MOVE.format(
+            expected=", ".join("?" * len(expected)),
+            end_lease=_END_LEASE if status in (COMPLETED, FAILED) else "",
+            fence=" AND lease_owner = ?" if lease_owner else "",
+        )
+        fence = (lease_owner,) if lease_owner else ()
+        moved = execute(sql, (status, error, now, document_id, *expected, *fence)).fetchall()
         if len(moved) != 1:
             return False
         [(owner,)] = moved
@@ -139,7 +218,7 @@ class NewDocument:
 
 def enqueue(new: NewDocument) -> Document:
     """Insert the document as `pending` with its first event."""
-    with database.atomic():
+    with _log_write():
         now = utcnow()
         [(seq,)] = execute(
             _INSERT_DOCUMENT,
@@ -168,11 +247,23 @@ def enqueue(new: NewDocument) -> Document:
     )
 
 
-def claim(limit: int = 1) -> list[Document]:
-    """Claim up to `limit` of the oldest pending documents, oldest first ([] if none)."""
-    with database.atomic("IMMEDIATE"):
+def claim(
+    limit: int = 1, lease_owner: str | None = None, lease: float = LEASE_SECONDS
+) -> list[Document]:
+    """Claim up to `limit` of the oldest pending documents, oldest first ([] if none).
+
+    Each claimed document is leased to `lease_owner` for `lease` seconds.
+    """
+    with _log_write(immediate=True):
         now = utcnow()
-        rows = execute(_CLAIM, (PROCESSING, now, PENDING, PENDING, now, limit)).fetchall()
+        if dialect() == POSTGRES:
+            sql = _CLAIM_POSTGRES.format(now=now_epoch())
+            params: tuple[Any, ...] = (PENDING, now, limit, PROCESSING, now, lease_owner, lease)
+            params += (PENDING,)
+        else:
+            sql = _CLAIM.format(now=now_epoch())
+            params = (PROCESSING, now, lease_owner, lease, PENDING, PENDING, now, limit)
+        rows = execute(sql, params).fetchall()
         # RETURNING gives no order; the events must follow the queue's.
         rows.sort(key=lambda row: row[0])
         claimed = [Document(**dict(zip(_FIELDS, row, strict=True))) for row in rows]
@@ -186,26 +277,33 @@ def claim(limit: int = 1) -> list[Document]:
     return claimed
 
 
-def claim_next() -> Document | None:
+def claim_next(lease_owner: str | None = None, lease: float = LEASE_SECONDS) -> Document | None:
     """Claim the oldest pending document, or None when the queue is empty."""
-    claimed = claim(1)
+    claimed = claim(1, lease_owner, lease)
     return claimed[0] if claimed else None
 
 
 def transition_then_claim(
-    document_id: str, expected: Sequence[str], status: str, **kwargs: Any
+    document_id: str,
+    expected: Sequence[str],
+    status: str,
+    *,
+    lease_owner: str | None = None,
+    lease: float = LEASE_SECONDS,
+    **kwargs: Any,
 ) -> tuple[bool, Document | None]:
     """`transition`, then `claim_next`: two transactions in one call on the database thread.
 
     A worker finishing a document takes the next one without a round trip of its own.
     """
-    return transition(document_id, expected, status, **kwargs), claim_next()
+    moved = transition(document_id, expected, status, lease_owner=lease_owner, **kwargs)
+    return moved, claim_next(lease_owner, lease)
 
 
 def release(document_ids: list[str], why: str = "the server was stopped") -> int:
     """Put documents a clean shutdown cut short back in the queue, attempt not counted."""
     released = 0
-    with database.atomic():
+    with _log_write():
         for document in Document.select().where(
             Document.id.in_(document_ids) & Document.status.in_(list(IN_FLIGHT))
         ):
@@ -214,6 +312,10 @@ def release(document_ids: list[str], why: str = "the server was stopped") -> int
             document.attempts = max(0, document.attempts - 1)
             document.updated_at = utcnow()
             document.save()
+            execute(
+                "UPDATE document SET lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                (document.id,),
+            )
             record(document, PENDING, f"requeued: {why} while it was {previous}")
             released += 1
     return released
@@ -232,7 +334,7 @@ def requeue(causes: Mapping[str, str]) -> list[str]:
     is left alone.
     """
     requeued = []
-    with database.atomic():
+    with _log_write():
         for document_id, cause in causes.items():
             rows = execute(_IN_FLIGHT_BY_ID, (document_id,)).fetchall()
             if not rows:
@@ -259,27 +361,51 @@ def seconds_until_claimable() -> float | None:
     return None if earliest is None else max(0.0, seconds_until(earliest))
 
 
-def requeue_interrupted() -> list[Document]:
-    """At start-up: put documents a previous process left in flight back in the queue.
+def renew(lease_owner: str, lease: float = LEASE_SECONDS) -> list[str]:
+    """Extend every lease `lease_owner` holds; returns the ids it still holds.
 
-    A document that was interrupted MAX_ATTEMPTS times fails instead of looping:
-    it is most likely what brought the process down.
+    One statement per heartbeat, whatever the number of documents; it writes
+    no event, so it takes no log lock and wakes nobody.
+    """
+    with database.atomic():
+        sql = _RENEW.format(now=now_epoch(), in_flight=_IN_FLIGHT_LIST)
+        return [row[0] for row in execute(sql, (lease, lease_owner)).fetchall()]
+
+
+def rescue(everyone: bool = False) -> list[Document]:
+    """Put in-flight documents whose lease expired back in the queue (or fail them).
+
+    Any worker runs this now and then: a worker that died (kill -9, a lost
+    node) stops renewing, and its documents come back after the lease time,
+    each with a history entry. The attempt its claim counted stays counted: a
+    document in flight MAX_ATTEMPTS times when its worker dies is the likely
+    cause, and fails instead of looping. `everyone`: every in-flight document,
+    whatever its lease — at the start of the one process of an embedded
+    (SQLite) database, which proves that no other process holds a lease.
     """
     touched = []
-    with database.atomic():
-        for document in (
-            Document.select().where(Document.status.in_(list(IN_FLIGHT))).order_by(Document.seq)
-        ):
-            document.updated_at = utcnow()
-            if document.attempts >= MAX_ATTEMPTS:
-                document.status = FAILED
-                document.error = f"Processing was interrupted {document.attempts} times; giving up on this document."
-                detail = document.error
+    with _log_write():
+        sql = _EXPIRED.format(now="1e300" if everyone else now_epoch(), in_flight=_IN_FLIGHT_LIST)
+        if dialect() == POSTGRES:
+            sql += " FOR UPDATE SKIP LOCKED"  # rows another rescuer is handling
+        for _seq, document_id, owner, previous, attempts in execute(sql).fetchall():
+            now = utcnow()
+            if attempts >= MAX_ATTEMPTS:
+                status = FAILED
+                error: str | None = (
+                    f"Processing was interrupted {attempts} times; giving up on this document."
+                )
+                detail = error
             else:
-                previous = document.status
-                document.status = PENDING
-                detail = f"requeued: the server stopped while it was {previous}"
-            document.save()
-            record(document, document.status, detail)
-            touched.append(document)
+                status, error = PENDING, None
+                why = "the server stopped" if everyone else "its worker stopped renewing its lease"
+                detail = f"requeued: {why} while it was {previous}"
+            execute(_RESCUE, (status, error, now, document_id))
+            execute(_INSERT_EVENT, (document_id, owner, status, now, detail))
+            touched.append(Document.get(Document.id == document_id))
     return touched
+
+
+def requeue_interrupted() -> list[Document]:
+    """At the start of the embedded database's one process: `rescue` every in-flight document."""
+    return rescue(everyone=True)

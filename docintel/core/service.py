@@ -20,7 +20,7 @@ import peewee
 from docintel.core import events, queue
 from docintel.core.analysis import build_analyzer, describe_choice
 from docintel.core.config import Settings
-from docintel.core.db import Database
+from docintel.core.db import POSTGRES, Database, database, describe, dialect
 from docintel.core.errors import (
     AmbiguousId,
     DocumentNotFound,
@@ -28,6 +28,7 @@ from docintel.core.errors import (
     InsufficientStorage,
 )
 from docintel.core.events import EventFeed
+from docintel.core.listener import Listener
 from docintel.core.models import Analysis, Document, DocumentCount, StatusEvent
 from docintel.core.pipeline import Pipeline, limits_for
 from docintel.core.storage import Storage, is_out_of_space, safe_name
@@ -63,10 +64,10 @@ class DocumentDetail:
 class DocumentService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.db_path)
+        self.db = Database(settings.database)
         self.feed = EventFeed(self.db)
         self.db.on_commit.append(self.feed.notify)
-        self.storage = Storage(settings.data_dir)
+        self.storage = Storage(settings.data_dir, shared=settings.shared_database)
         self.analyzer = build_analyzer(settings)
         self.pipeline = Pipeline(
             self.db,
@@ -75,7 +76,13 @@ class DocumentService:
             limits_for(settings),
             write_retry=settings.status_write_retry,
         )
-        self.workers = WorkerPool(self.db, self.pipeline, settings.workers)
+        self.workers = WorkerPool(
+            self.db, self.pipeline, settings.workers, lease=settings.lease_seconds
+        )
+        # With PostgreSQL, other processes commit too: hear of their commits.
+        self.listener = (
+            Listener(settings.database_url, self.db.on_commit) if settings.shared_database else None
+        )
 
     @property
     def open_streams(self) -> int:
@@ -84,18 +91,27 @@ class DocumentService:
     async def start(self) -> None:
         await asyncio.to_thread(self.storage.prepare)
         await self.db.open()
-        for document in await self.db.write(queue.requeue_interrupted):
-            log.warning("document %s was interrupted; now %s", document.id, document.status)
+        log.info("database: %s", describe(self.settings.database))
+        if not self.settings.shared_database:
+            # This process owns the embedded database (server.lock): whatever is
+            # in flight was left by one that died. With PostgreSQL other nodes
+            # are alive; documents of dead ones come back as their leases expire.
+            for document in await self.db.write(queue.requeue_interrupted):
+                log.warning("document %s was interrupted; now %s", document.id, document.status)
         known = await self.db.run(lambda: {d.id for d in Document.select(Document.id)})
         for orphan in await asyncio.to_thread(self.storage.sweep, known):
             log.warning("removed upload folder %s with no document", orphan)
         await self.feed.start()
+        if self.listener is not None:
+            self.listener.start()
         self.workers.start()
         log.info("analyzer: %s; workers: %d", describe_choice(self.settings), self.settings.workers)
 
     async def stop(self) -> None:
         self.begin_shutdown()
         await self.workers.stop()
+        if self.listener is not None:
+            await self.listener.stop()
         await self.feed.stop()
         aclose = getattr(self.analyzer, "aclose", None)
         if aclose is not None:
@@ -207,6 +223,10 @@ Page = Snapshot[tuple[list[Document], int]]
 
 
 def _as_of_now(read: Callable[..., T], *args: Any) -> Snapshot[T]:
+    if dialect() == POSTGRES:
+        # Other processes commit at any time: one snapshot for both reads.
+        with database.atomic(isolation_level="REPEATABLE READ"):
+            return Snapshot(read(*args), events.last_id())
     return Snapshot(read(*args), events.last_id())
 
 

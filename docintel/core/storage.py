@@ -12,7 +12,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 import unicodedata
+import uuid
 from pathlib import Path
 
 import peewee
@@ -46,15 +48,35 @@ def safe_name(filename: str, default_stem: str = "document") -> str:
     return (stem.rstrip(". ") or default_stem) + suffix
 
 
+# With a shared data dir, what another node may still be working on is left
+# alone for this long: an upload that is streaming in, or placed but not yet queued.
+SHARED_GRACE_SECONDS = 3600.0
+
+
 class Storage:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, shared: bool = False) -> None:
+        """`shared`: other processes (other nodes) use the same data dir at once."""
         self.uploads = data_dir / "uploads"
-        self.incoming = data_dir / "incoming"
+        self.shared = shared
+        self._incoming_root = data_dir / "incoming"
+        # Each process streams into a folder of its own when the data dir is
+        # shared, so that one node's start-up never clears another's uploads.
+        self.incoming = (
+            self._incoming_root / f"node-{uuid.uuid4().hex[:12]}" if shared else self._incoming_root
+        )
 
     def prepare(self) -> None:
         """Create the folders; clear partial uploads a crash may have left."""
         self.uploads.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.incoming, ignore_errors=True)
+        if not self.shared:
+            shutil.rmtree(self.incoming, ignore_errors=True)
+        else:
+            # Other nodes' folders are theirs while they live; a dead node's
+            # partial uploads go once they are older than any upload can take.
+            self._incoming_root.mkdir(parents=True, exist_ok=True)
+            for folder in self._incoming_root.iterdir():
+                if _age(folder) > SHARED_GRACE_SECONDS:
+                    shutil.rmtree(folder, ignore_errors=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
 
     def new_incoming(self) -> tuple[int, Path]:
@@ -114,10 +136,19 @@ class Storage:
         """Remove upload folders with no document row (a crash between the two)."""
         removed = []
         for entry in self.uploads.iterdir():
+            if self.shared and _age(entry) < SHARED_GRACE_SECONDS:
+                continue  # another node may be about to queue it
             if entry.is_dir() and entry.name not in known_ids:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         return removed
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def is_out_of_space(exc: BaseException) -> bool:

@@ -15,6 +15,15 @@ database), so an idle queue costs nothing and new work starts at once.
 Every claim goes through the one database thread and takes the oldest pending
 documents, so documents start in upload order whoever claims them.
 
+Each claim leases its documents to this pool (`worker_id`) for `lease`
+seconds. A heartbeat renews every lease the pool holds, in one statement, a
+third of the way through; a document whose lease the heartbeat no longer finds
+(rescued by another worker after this one was cut off, or deleted) is dropped
+here, and if the heartbeat itself fails for half the lease the pool drops all
+its documents: by the time anyone may rescue them, this pool has stopped. The
+same loop rescues documents whose lease expired, whoever held them, so work
+of a worker that died (kill -9, a lost node) is finished elsewhere.
+
 A shortage (a full disk, a busy database) must not leave a document in flight
 with nobody working on it: when the pipeline cannot write a document's status
 (`Unwritable`), the slot is freed and the document goes to a requeue task,
@@ -27,6 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
+import uuid
 
 from docintel.core import queue
 from docintel.core.db import Database
@@ -43,8 +56,14 @@ RETRY_MAX_DELAY = 10.0
 
 
 class WorkerPool:
-    def __init__(self, db: Database, pipeline: Pipeline, concurrency: int) -> None:
+    def __init__(
+        self, db: Database, pipeline: Pipeline, concurrency: int, lease: float = queue.LEASE_SECONDS
+    ) -> None:
         self.db = db
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = lease
+        pipeline.lease_owner, pipeline.lease = self.worker_id, lease
+        self._heartbeat: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         db.on_commit.append(self._wake.set)
         self.pipeline = pipeline
@@ -59,7 +78,42 @@ class WorkerPool:
         self._requeuer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        if self.concurrency < 1:
+            return  # an API-only process (serve --workers 0): no claims, no leases
         self._dispatcher = asyncio.create_task(self._dispatch(), name="docintel-dispatcher")
+        self._heartbeat = asyncio.create_task(self._keep_leases(), name="docintel-heartbeat")
+
+    async def _keep_leases(self) -> None:
+        """Renew this pool's leases and rescue expired ones, every third of a lease."""
+        renewed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                held = set(await self.db.run(queue.renew, self.worker_id, self.lease))
+                renewed_at = time.monotonic()
+            except Exception as exc:
+                log.warning("could not renew the leases of running documents: %s", exc)
+                if time.monotonic() - renewed_at > self.lease / 2:
+                    # Soon anyone may rescue them: stop before that.
+                    self._drop(list(self._running), "its lease could not be renewed")
+                continue
+            self._drop([d for d in self._running if d not in held], "it lost its lease")
+            try:
+                for document in await self.db.write(queue.rescue):
+                    log.warning(
+                        "document %s: its worker's lease expired; now %s",
+                        document.id,
+                        document.status,
+                    )
+            except Exception as exc:
+                log.warning("could not rescue documents with expired leases: %s", exc)
+
+    def _drop(self, document_ids: list[str], why: str) -> None:
+        for document_id in document_ids:
+            task = self._running.get(document_id)
+            if task is not None:
+                log.warning("document %s: stopping work on it, %s", document_id, why)
+                task.cancel()
 
     def cancel(self, document_id: str) -> None:
         """Stop work on a document (it was deleted): frees the slot, kills its parser."""
@@ -75,6 +129,9 @@ class WorkerPool:
         counted, by `queue.requeue_interrupted` at the next start.
         """
         self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._dispatcher:
             # Woken rather than cancelled: a claim it has in flight would be lost.
             self._wake.set()
@@ -109,7 +166,7 @@ class WorkerPool:
                 await self._slot_freed.wait()
                 continue
             try:
-                documents = await self.db.write(queue.claim, free)
+                documents = await self.db.write(queue.claim, free, self.worker_id, self.lease)
             except Exception as exc:
                 failures += 1
                 await self._claim_failed(exc, failures)
