@@ -101,7 +101,7 @@ def worker(
 
     Needs DOCINTEL_DATABASE_URL, and the same data dir (uploads) as the API nodes.
 
-    Example: DOCINTEL_DATABASE_URL=postgresql://db/docintel docintel worker --concurrency 4
+    Example: docintel worker --concurrency 4
     """
     from docintel.cli.worker import run
     from docintel.core.config import ConfigError, Settings

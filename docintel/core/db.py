@@ -422,6 +422,18 @@ def m006_document_lease() -> None:
         database.execute_sql(sql)
 
 
+def m007_rate_limit() -> None:
+    # Rate limits shared by every API node (ratelimit.SharedLimiter; PostgreSQL).
+    real = "DOUBLE PRECISION" if _dialect == POSTGRES else "REAL"
+    execute(
+        f"""CREATE TABLE rate_limit (
+            key TEXT PRIMARY KEY,
+            tokens {real} NOT NULL,
+            updated {real} NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: list[Callable[[], None]] = [
     m001_initial,
     m002_document_owner_id,
@@ -429,6 +441,7 @@ MIGRATIONS: list[Callable[[], None]] = [
     m004_document_count,
     m005_document_backoff,
     m006_document_lease,
+    m007_rate_limit,
 ]
 
 

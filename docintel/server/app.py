@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from docintel import __version__
 from docintel.core.config import Settings
-from docintel.core.ratelimit import RateLimiter
+from docintel.core.ratelimit import limiter
 from docintel.core.resumable import ResumableUploads
 from docintel.core.service import DocumentService
 from docintel.server import errors
@@ -64,9 +64,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.service = service
-    app.state.authenticator = Authenticator(settings)
+    app.state.authenticator = Authenticator(settings, service.db)
     app.state.event_encoder = EventEncoder()
-    app.state.upload_limiter = RateLimiter(settings.uploads_per_minute)
+    app.state.upload_limiter = limiter(
+        service.db, settings.shared_database, "uploads", settings.uploads_per_minute
+    )
     app.state.resumable = resumable
     app.state.stream_slots = StreamSlots(settings.max_streams_per_user, settings.max_streams)
     errors.install(app)

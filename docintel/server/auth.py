@@ -19,8 +19,9 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from docintel.core.config import Settings
+from docintel.core.db import Database
 from docintel.core.errors import NotAuthenticated, TooManyRequests
-from docintel.core.ratelimit import RateLimiter
+from docintel.core.ratelimit import Limiter, LocalLimiter, limiter
 
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt_secret"
@@ -69,7 +70,8 @@ BINDING_CLAIM = "pwb"
 
 
 class Authenticator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        """`db`: where to keep the login limits when API nodes share it (PostgreSQL)."""
         self.users = dict(settings.users)
         self.ttl = settings.token_ttl
         self._secret = load_secret(settings)
@@ -77,33 +79,38 @@ class Authenticator:
         # Failures per (username, address) slow the guessing of one password from
         # one place; per address, the spraying of many. Never per username alone:
         # then anyone could keep a user out, even with the right password (OWASP).
-        self.failures_per_account = RateLimiter(settings.login_attempts_per_minute)
-        self.failures_per_address = RateLimiter(settings.login_attempts_per_address_per_minute)
+        shared = db is not None and settings.shared_database
+        self.failures_per_account = _limiter(
+            db, shared, "login-account", settings.login_attempts_per_minute
+        )
+        self.failures_per_address = _limiter(
+            db, shared, "login-address", settings.login_attempts_per_address_per_minute
+        )
 
-    def login(self, username: str, password: str, address: str) -> str:
+    async def login(self, username: str, password: str, address: str) -> str:
         """A token for valid credentials; 429 after too many failures, else 401."""
         account = _account_key(username, address)
         wait = max(
-            self.failures_per_address.retry_after(address),
-            self.failures_per_account.retry_after(account),
+            await self.failures_per_address.retry_after(address),
+            await self.failures_per_account.retry_after(account),
         )
         if wait:
             raise _too_many(wait)
         if not self.check_password(username, password):
-            self.failures_per_account.hit(account)
-            self.failures_per_address.hit(address)
+            await self.failures_per_account.hit(account)
+            await self.failures_per_address.hit(address)
             raise unauthorized("invalid_credentials", "Wrong username or password.")
         return self.issue(username)
 
-    def check_address(self, address: str) -> None:
+    async def check_address(self, address: str) -> None:
         """Raise 429 if `address` has failed too often: checked before its body is read."""
-        wait = self.failures_per_address.retry_after(address)
+        wait = await self.failures_per_address.retry_after(address)
         if wait:
             raise _too_many(wait)
 
-    def count_malformed(self, address: str) -> None:
+    async def count_malformed(self, address: str) -> None:
         """A login that could not be read (bad JSON, missing fields, too large) is a failure."""
-        self.failures_per_address.hit(address)
+        await self.failures_per_address.hit(address)
 
     def check_password(self, username: str, password: str) -> bool:
         expected = self.users.get(username)
@@ -182,6 +189,12 @@ class Session:
 
     username: str
     expires_at: int
+
+
+def _limiter(db: Database | None, shared: bool, name: str, per_minute: int) -> Limiter:
+    if shared and db is not None:
+        return limiter(db, True, name, per_minute)
+    return LocalLimiter(per_minute)
 
 
 def unauthorized(code: str, message: str) -> NotAuthenticated:

@@ -47,13 +47,13 @@ async def login(request: Request) -> Token:
     """Exchange a username and password (JSON or OAuth2 form) for a bearer token."""
     authenticator: Authenticator = request.app.state.authenticator
     address = request.client.host if request.client else "unknown"
-    authenticator.check_address(address)  # a limited address is refused unread
+    await authenticator.check_address(address)  # a limited address is refused unread
     try:
         credentials = await _read_credentials(request)
     except (InvalidRequest, RequestTooLarge):
-        authenticator.count_malformed(address)
+        await authenticator.count_malformed(address)
         raise
-    token = authenticator.login(credentials.username, credentials.password, address)
+    token = await authenticator.login(credentials.username, credentials.password, address)
     return Token(access_token=token, expires_in=authenticator.ttl)
 
 

@@ -103,7 +103,7 @@ UPLOAD_RESPONSES: Responses = {
 async def upload(request: Request, user: CurrentUser, service: ServiceDep) -> JSONResponse:
     """Upload PDF and TXT files (multipart, parts named `files`)."""
     settings = service.settings
-    wait = request.app.state.upload_limiter.hit(user)
+    wait = await request.app.state.upload_limiter.hit(user)
     if wait:
         raise TooManyRequests(f"Too many uploads; try again in {wait} s.", wait)
     max_files, max_bytes = settings.max_files_per_upload, settings.max_upload_bytes

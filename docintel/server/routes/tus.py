@@ -176,7 +176,7 @@ async def create(
     request: Request, user: CurrentUser, store: Store, service: ServiceDep, _: TusVersion
 ) -> Response:
     """Start a resumable upload: `Upload-Length`, and the file name in `Upload-Metadata`."""
-    wait = request.app.state.upload_limiter.hit(user)
+    wait = await request.app.state.upload_limiter.hit(user)
     if wait:
         raise TooManyRequests(f"Too many uploads; try again in {wait} s.", wait)
     length = _byte_count("Upload-Length", request.headers.get("upload-length"))
