@@ -367,6 +367,10 @@ def test_delete_stops_the_work_so_the_queue_moves_on(make_server) -> None:
                 alice, ("hang.txt", f"Hangs. FAKE-SCRIPT:{marker}:slow:90".encode())
             ).json()["documents"]
             wait_status(alice, stuck["id"], "analyzing")
+            # `analyzing` commits while the call starts: wait until the model has it.
+            deadline = time.monotonic() + 10
+            while not fake.calls_for(marker) and time.monotonic() < deadline:
+                time.sleep(0.02)
             assert alice.delete(f"/documents/{stuck['id']}").status_code == 204
             [nxt] = upload(alice, ("next.txt", b"Next in line. Short.")).json()["documents"]
             # Without cancelling the deleted document's LLM call, this waits 90 s.

@@ -76,10 +76,6 @@ def headers_for(exc: DocintelError) -> dict[str, str] | None:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, TooManyRequests):
         return {"Retry-After": str(exc.retry_after)}
-    if isinstance(exc, RequestTooLarge):
-        # The client may still be sending the body we refused: end the
-        # connection after the answer rather than read and discard the rest.
-        return {"Connection": "close"}
     if isinstance(exc, UnsupportedProtocol):
         return {"Tus-Version": "1.0.0"}
     return None
