@@ -19,6 +19,7 @@ BENCHMARKS = {
     "queries": "filtered list at 100k docs, 100k-event replay, EXPLAIN of every query",
     "memory": "server RSS under large uploads and idle streams, vs bare ASGI apps",
     "stream_churn": "server memory and tasks across stream connect/drops",
+    "cluster": "PostgreSQL: 1/2/4 worker processes vs ideal; stream delay across nodes",
 }
 
 

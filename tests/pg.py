@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -27,6 +32,8 @@ ADMIN_URL = os.environ.get(
     "DOCINTEL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("DOCINTEL_REQUIRE_POSTGRES") == "1"
+# Every node of a cluster signs tokens with the same key.
+SECRET = "test-secret-that-is-at-least-32-bytes-long"
 
 
 def url_for(database: str) -> str:
@@ -90,3 +97,37 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
     url = postgres.create()
     yield url
     postgres.drop(url)
+
+
+class WorkerProcess:
+    """`docintel worker` in a process of its own, logging to a file."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], name: str) -> None:
+        self.log_path = data_dir.parent / f"worker-{name}.log"
+        full_env = {**os.environ, "DOCINTEL_JWT_SECRET": SECRET, **env}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "docintel", "worker", "--data-dir", str(data_dir)],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while "at a time, leases of" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(20)
+        return self.proc.returncode

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,42 +22,7 @@ import pytest
 
 from tests.conftest import TXTS, ServerProcess, read_events, terminal_for, upload, wait_terminal
 from tests.fake_openai import FakeOpenAI
-
-SECRET = "test-secret-that-is-at-least-32-bytes-long"
-
-
-class WorkerProcess:
-    """`docintel worker` in a process of its own, logging to a file."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str], name: str) -> None:
-        self.log_path = data_dir.parent / f"worker-{name}.log"
-        full_env = {**os.environ, "DOCINTEL_JWT_SECRET": SECRET, **env}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "docintel", "worker", "--data-dir", str(data_dir)],
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while "at a time, leases of" not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.log()}")
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(20)
-        return self.proc.returncode
+from tests.pg import SECRET, WorkerProcess
 
 
 @pytest.fixture
