@@ -86,8 +86,12 @@ class WorkerPool:
     async def _keep_leases(self) -> None:
         """Renew this pool's leases and rescue expired ones, every third of a lease."""
         renewed_at = time.monotonic()
+        suspects: set[str] = set()
         while True:
             await asyncio.sleep(self.lease / 3)
+            # Only documents claimed before the renewal can be judged by it: one
+            # claimed while it ran is ours, whatever the renewal returned.
+            running = set(self._running)
             try:
                 held = set(await self.db.run(queue.renew, self.worker_id, self.lease))
                 renewed_at = time.monotonic()
@@ -97,7 +101,12 @@ class WorkerPool:
                     # Soon anyone may rescue them: stop before that.
                     self._drop(list(self._running), "its lease could not be renewed")
                 continue
-            self._drop([d for d in self._running if d not in held], "it lost its lease")
+            # Missed by two renewals in a row: one alone may be a document that
+            # ended between the renewal and now. (The fence refuses a lost
+            # document's writes meanwhile.)
+            missing = {d for d in running if d in self._running and d not in held}
+            self._drop(sorted(missing & suspects), "it lost its lease")
+            suspects = missing
             try:
                 for document in await self.db.write(queue.rescue):
                     log.warning(
