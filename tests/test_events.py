@@ -1,6 +1,6 @@
 """The event feed: one reader fans each event out; every stream gets exactly its own, in order.
 
-Real SQLite file, real writers (the queue's transitions through `Database.write`),
+On both backends (a real SQLite file, a real PostgreSQL database), real writers (the queue's transitions through `Database.write`),
 many users and streams at once, slow readers that fall behind and catch up
 from the log, and streams that resume mid-way from an event id.
 """
@@ -19,6 +19,17 @@ from docintel.core.db import Database
 from docintel.core.events import EventFeed
 
 USERS = [f"user{i}" for i in range(5)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where the feed's database is: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "feed.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 STAGES = [("pending", "processing"), ("processing", "analyzing"), ("analyzing", "completed")]
 
 
@@ -83,9 +94,9 @@ async def collect(
 
 
 @pytest.mark.parametrize("buffer", [3, 1000], ids=["tiny-buffers", "roomy-buffers"])
-def test_every_stream_gets_exactly_its_own_events_in_order(tmp_path: Path, buffer: int) -> None:
+def test_every_stream_gets_exactly_its_own_events_in_order(target: str | Path, buffer: int) -> None:
     async def scenario() -> None:
-        db = Database(tmp_path / "feed.db")
+        db = Database(target)
         await db.open()
         feed = EventFeed(db, buffer=buffer)
         db.on_commit.append(feed.notify)
@@ -130,9 +141,9 @@ def test_every_stream_gets_exactly_its_own_events_in_order(tmp_path: Path, buffe
     asyncio.run(scenario())
 
 
-def test_a_live_stream_sees_new_events_and_ends_when_the_feed_stops(tmp_path: Path) -> None:
+def test_a_live_stream_sees_new_events_and_ends_when_the_feed_stops(target: str | Path) -> None:
     async def scenario() -> None:
-        db = Database(tmp_path / "feed.db")
+        db = Database(target)
         await db.open()
         feed = EventFeed(db)
         db.on_commit.append(feed.notify)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,39 @@ def test_finishing_a_document_claims_the_next_in_the_same_call(db: None) -> None
     assert [e.status for e in events.history(ids[0])] == ["pending", "processing", "failed"]
     moved, claimed = queue.transition_then_claim(ids[1], ["processing"], "analyzing")
     assert moved and claimed is None
+
+
+def test_an_expired_lease_is_rescued_and_fails_after_the_attempt_limit(db: None) -> None:
+    [doc_id] = add(1)
+    for attempt in range(1, queue.MAX_ATTEMPTS + 1):
+        [claimed] = queue.claim(1, lease_owner="w1", lease=0.05)
+        assert claimed.attempts == attempt
+        time.sleep(0.1)  # w1 died: nobody renews
+        [rescued] = queue.rescue()
+        if attempt < queue.MAX_ATTEMPTS:
+            assert rescued.status == "pending"
+    assert rescued.status == "failed" and "interrupted 3 times" in (rescued.error or "")
+    details = [e.detail for e in events.history(doc_id)]
+    assert details.count(
+        "requeued: its worker stopped renewing its lease while it was processing"
+    ) == (queue.MAX_ATTEMPTS - 1)
+
+
+def test_a_renewed_lease_holds_and_a_lost_one_fences_its_worker_out(db: None) -> None:
+    a, b = add(2)
+    [first] = queue.claim(1, lease_owner="w1", lease=0.3)
+    for _ in range(4):  # w1 alive: renews every 0.1 s, longer than the lease in all
+        time.sleep(0.1)
+        assert queue.renew("w1", 0.3) == [first.id]
+        assert queue.rescue() == []
+    # w1 stops renewing; its lease lapses and w2 takes the document over.
+    time.sleep(0.4)
+    assert [d.id for d in queue.rescue()] == [first.id]
+    assert [d.id for d in queue.claim(2, lease_owner="w2")] == [a, b]
+    # w1 comes back: its renewal finds nothing, its writes are refused.
+    assert queue.renew("w1") == []
+    assert not queue.transition(first.id, ["processing"], "analyzing", lease_owner="w1")
+    assert queue.transition(first.id, ["processing"], "analyzing", lease_owner="w2")
+    # A finished document holds no lease.
+    assert queue.transition(first.id, ["analyzing"], "completed", lease_owner="w2")
+    assert queue.renew("w2") == [b]
