@@ -184,6 +184,11 @@ def test_log_in_upload_watch_read_delete_and_reload(
     expect(page.locator("tr[data-status=completed]")).to_contain_text("team-sync-notes.txt")
     expect(page.locator("#login-view")).to_be_hidden()
 
+    # The token went in headers, and in the stream's URL only, which the log redacts.
+    token = page.evaluate("() => sessionStorage.getItem('docintel.token')")
+    assert token and token not in server.log()
+    assert "access_token=[redacted]" in server.log()
+
     # Log out: back to the form, and the token is gone from the tab.
     page.get_by_role("button", name="Log out").click()
     expect(page.locator("#login-view")).to_be_visible()
@@ -391,17 +396,23 @@ def test_large_files_go_over_tus_and_its_refusals_are_shown(make_server: Any, br
     assert "POST /documents/upload" not in log
 
 
-def test_keyboard_labels_narrow_screen_and_status_words(make_server: Any, browser: Any) -> None:
+def test_keyboard_labels_narrow_screen_and_status_words(
+    make_server: Any, browser: Any, tmp_path: Path
+) -> None:
     server: ServerProcess = make_server({"DOCINTEL_ANALYZER": "offline"})
     page = browser.new_page(viewport={"width": 360, "height": 740})
     log_in(page, server.url)
     long_name = "quarterly-report-with-a-very-long-name-that-does-not-fit-" * 2 + ".txt"
-    page.set_input_files(
-        "#files",
-        [
-            {"name": long_name, "mimeType": "text/plain", "buffer": b"A fine report. All good."},
-            pdf_file(PDFS / "libreoffice-writer-password.pdf"),
-        ],
+    page.set_input_files("#files", [pdf_file(PDFS / "libreoffice-writer-password.pdf")])
+    # Dragged and dropped, the other way in.
+    page.evaluate(
+        """name => {
+          const files = new DataTransfer();
+          files.items.add(new File(['A fine report. All good.'], name, {type: 'text/plain'}));
+          const drop = document.getElementById('drop');
+          drop.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true, cancelable: true}));
+        }""",
+        long_name,
     )
     expect(page.locator("tr[data-status=completed]")).to_have_count(1, timeout=WAIT)
     expect(page.locator("tr[data-status=failed]")).to_have_count(1, timeout=WAIT)
@@ -420,6 +431,7 @@ def test_keyboard_labels_narrow_screen_and_status_words(make_server: Any, browse
     # Readable at 360 px: nothing wider than the screen.
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 360, width
+    page.screenshot(path=str(tmp_path / "web-page-360px.png"), full_page=True)
 
     # By keyboard alone: open the failed one, read why, start a delete and cancel it.
     page.locator("tr[data-status=failed] button").focus()

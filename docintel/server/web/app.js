@@ -88,11 +88,17 @@ function endSession(message) {
 async function logIn(event) {
   event.preventDefault();
   const username = $('username').value;
-  const answer = await fetch('/auth/login', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ username, password: $('password').value }),
-  });
+  let answer;
+  try {
+    answer = await fetch('/auth/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username, password: $('password').value }),
+    });
+  } catch {
+    $('login-message').textContent = 'The server could not be reached; try again.';
+    return;
+  }
   const body = await answer.json().catch(() => null);
   if (!answer.ok) {
     $('login-message').textContent = serverMessage(body, 'Logging in failed.');
