@@ -39,14 +39,20 @@ ASSETS = {
     "favicon.svg": "image/svg+xml",
 }
 
+# A package built without the files fails at start-up, not in a user's browser.
+if missing := [n for n in ("index.html", *ASSETS) if not (WEB / n).is_file()]:
+    raise RuntimeError(f"the web page's files are missing from the package: {missing}")
+
 
 @router.get("/")
 async def index() -> FileResponse:
+    """The web page: log in, upload, watch live, read, delete."""
     return FileResponse(WEB / "index.html", media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
 @router.get("/web/{name}")
 async def asset(name: str) -> FileResponse:
+    """One of the page's script, style or icon files (a fixed list)."""
     if name not in ASSETS:
         raise HTTPException(404)
     return FileResponse(WEB / name, media_type=ASSETS[name], headers=HEADERS)
