@@ -19,7 +19,7 @@ from docintel.server import errors
 from docintel.server.allocator import tune_allocator
 from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
-from docintel.server.routes import auth, documents, stream, tus, ws
+from docintel.server.routes import auth, documents, stream, tus, web, ws
 from docintel.server.schemas import EventEncoder
 from docintel.server.streamguard import StreamGuard, StreamSlots
 
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(documents.router)
     app.include_router(tus.router)
+    app.include_router(web.router)  # the page at / (docintel/server/web/)
     app.add_middleware(tus.TusResumableHeader)
     add_docs(app)
 
