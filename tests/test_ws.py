@@ -249,3 +249,22 @@ def test_websockets_and_sse_streams_share_the_per_user_cap(make_server) -> None:
     assert wait_for(lambda: streams(server) == 0)
     with open_ws(server, alice) as again:
         assert "retry" in json.loads(again.recv(timeout=10))
+
+
+def test_a_websocket_outlives_the_header_and_body_timeouts(make_server) -> None:
+    """The upgrade ends the HTTP request: no request deadline may cut the socket later."""
+    server: ServerProcess = make_server(
+        {
+            "DOCINTEL_ANALYZER": "offline",
+            "DOCINTEL_HEADER_TIMEOUT": "1",
+            "DOCINTEL_BODY_TIMEOUT": "1",
+        }
+    )
+    token = server.login()
+    with open_ws(server, token) as ws, server.client() as alice:
+        ws.recv(timeout=10)
+        time.sleep(3.5)  # several body timeouts
+        [doc] = upload(alice, ("late.txt", b"Sent after a quiet while. Fine.")).json()["documents"]
+        seen = read_ws(ws, terminal_for([doc["id"]]), timeout=30)
+    assert [m["data"]["status"] for m in seen][-1] == "completed"
+    assert "stalled" not in server.log()

@@ -228,9 +228,15 @@ class LimitedH11Protocol(H11Protocol):
         super().on_response_complete()
         self._follow_request()  # a pipelined request may be mid-body already
 
+    def _upgraded(self) -> bool:
+        """The connection was handed to the WebSocket protocol: it is no longer ours."""
+        return self.transport.get_protocol() is not self
+
     def _follow_request(self) -> None:
         """Set the deadline that fits where the request is now."""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._upgraded():
+            # After an Upgrade, h11 still thinks the request's body is coming;
+            # a deadline armed now would cut the WebSocket after body_timeout.
             self._disarm()
             return
         state = self.conn.their_state
@@ -273,7 +279,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def _expired(self) -> None:
         self._timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._upgraded():
             return
         if self._phase == "body" and self.flow.read_paused:
             # We stopped reading (the app is behind), not the client: start afresh.
