@@ -316,3 +316,45 @@ def test_login_and_upload_limits_hold_across_api_nodes(cluster: Any) -> None:
                 upload(client, (f"u{i}.txt", b"A short note. Nothing more.")).status_code
             )
     assert statuses == [201, 201, 201, 429]
+
+
+def test_a_lost_database_connection_is_reopened_and_streams_carry_on(cluster: Any) -> None:
+    """PostgreSQL ends every session (a restart, a failover): the node recovers by itself."""
+    server = cluster.api(DOCINTEL_ANALYZER="offline")
+    token = server.login()
+    answers: list[int] = []
+    with server.client() as alice:
+        [first] = upload(alice, ("before.txt", b"Before the loss. Fine.")).json()["documents"]
+        wait_terminal(alice, [first["id"]])
+        start = alice.get("/documents").json()["last_event_id"]
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert ended, "no session of the server was ended"
+        # The next requests may meet the loss (503, never 500); soon all is well again.
+        deadline = time.monotonic() + 20
+        while True:
+            response = alice.post(
+                "/documents/upload", files=[("files", ("after.txt", b"After the loss. Fine."))]
+            )
+            answers.append(response.status_code)
+            if response.status_code == 201 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert answers[-1] == 201, answers
+        assert set(answers) <= {201, 503}, answers
+        [after] = response.json()["documents"]
+        assert wait_terminal(alice, [after["id"]])[after["id"]]["status"] == "completed"
+    # The event feed read on: a stream from before the loss gets the new events.
+    events = read_events(
+        server, token, params={"last_event_id": start}, until=terminal_for([after["id"]])
+    )
+    assert [e["data"]["status"] for e in events if e["data"]["document_id"] == after["id"]] == [
+        "pending",
+        "processing",
+        "analyzing",
+        "completed",
+    ]
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"

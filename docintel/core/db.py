@@ -91,7 +91,18 @@ def connect(target: str | Path) -> None:
         # Autocommit outside `atomic()`; TCP keepalives find a peer that vanished.
         database.initialize(
             _PostgresDatabase(
-                url, prefer_psycopg3=True, connect_timeout=10, keepalives=1, keepalives_idle=30
+                url,
+                prefer_psycopg3=True,
+                connect_timeout=10,
+                # A peer that vanished (a frozen VM, a cut network) is noticed
+                # within a minute, not the system's two hours.
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+                # A node that stalls inside a transaction must not hold the event
+                # log's lock (and so every node's writes) for long.
+                options="-c idle_in_transaction_session_timeout=15000 -c lock_timeout=30000",
             )
         )
     else:
@@ -445,6 +456,32 @@ MIGRATIONS: list[Callable[[], None]] = [
 ]
 
 
+def _reconnecting(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `fn`; if the server dropped the connection, forget it so the next call reconnects.
+
+    peewee does not notice a PostgreSQL connection that the server ended (a
+    restart, a failover): every later statement would fail on it for good.
+    The call that met the loss still fails (it may have been a write that
+    committed or not); the next one opens a new connection.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        if _dialect == POSTGRES and not database.is_closed():
+            raw = database.connection()
+            if getattr(raw, "closed", False) or getattr(raw, "broken", False):
+                log.warning("the connection to PostgreSQL was lost; reconnecting")
+                with contextlib.suppress(Exception):
+                    raw.close()
+                database.dispose()
+        raise
+
+
+def ping() -> None:
+    """A round trip to the database (for /healthz)."""
+    execute("SELECT 1").fetchall()
+
+
 class Database:
     """Runs database functions on the one thread that owns the connection.
 
@@ -464,7 +501,8 @@ class Database:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(_reconnecting, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

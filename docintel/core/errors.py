@@ -215,6 +215,12 @@ def _own_transient_cause(exc: BaseException) -> str | None:
     code = getattr(exc, "sqlite_errorcode", None)  # sqlite3.Error, Python 3.11+
     if isinstance(code, int) and code & 0xFF in _TRANSIENT_SQLITE:
         return _TRANSIENT_SQLITE[code & 0xFF]
+    # psycopg's OperationalError: the connection was lost, a lock or statement
+    # timed out, a deadlock or serialization failure — all worth another try.
+    # (By name: the CLI imports this module and must not import a driver.)
+    if type(exc).__module__.startswith("psycopg") and type(exc).__name__ != "Error":
+        if any(k.__name__ in ("OperationalError", "InterfaceError") for k in type(exc).__mro__):
+            return "the database was unavailable"
     # peewee re-raises sqlite3's errors as its own classes with the same message.
     if type(exc).__name__ in ("OperationalError", "DatabaseError"):
         return _TRANSIENT_SQLITE_MESSAGES.get(str(exc).strip())

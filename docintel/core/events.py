@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from docintel.core.models import COMPLETED, FAILED, Analysis, Document, StatusEv
 
 ANALYSIS_FIELDS = ("summary", "key_topics", "sentiment", "action_items", "analyzer", "model")
 ANALYSIS_COLUMNS = [getattr(Analysis, name) for name in ANALYSIS_FIELDS]
+log = logging.getLogger(__name__)
 BATCH = 500  # events read per query, for the feed and for a replay
 
 
@@ -195,17 +197,28 @@ class EventFeed:
         while True:
             await self._wake.wait()
             self._wake.clear()  # before reading: a commit after the read sets it again
-            while True:
-                batch = await self.db.run(events_after, None, self._cursor)
-                # Cursor and hand-out in one step (no await): a subscriber that
-                # compares its position with the cursor sees a consistent state.
-                for event in batch:
-                    for sub in self._subscribers.get(event.owner, ()):
-                        sub.offer(event)
-                if batch:
-                    self._cursor = batch[-1].id
-                if len(batch) < BATCH:
-                    break
+            try:
+                await self._read_new()
+            except Exception as exc:
+                # The database may come back (a PostgreSQL restart): the streams
+                # stay open and the next try reads from the same cursor.
+                log.warning("could not read new events (%s); trying again in 1 s", exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _read_new(self) -> None:
+        """Hand out every event after the cursor, batch by batch."""
+        while True:
+            batch = await self.db.run(events_after, None, self._cursor)
+            # Cursor and hand-out in one step (no await): a subscriber that
+            # compares its position with the cursor sees a consistent state.
+            for event in batch:
+                for sub in self._subscribers.get(event.owner, ()):
+                    sub.offer(event)
+            if batch:
+                self._cursor = batch[-1].id
+            if len(batch) < BATCH:
+                return
 
     async def follow(
         self,

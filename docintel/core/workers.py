@@ -93,7 +93,9 @@ class WorkerPool:
             # claimed while it ran is ours, whatever the renewal returned.
             running = set(self._running)
             try:
-                held = set(await self.db.run(queue.renew, self.worker_id, self.lease))
+                # Bounded: a renewal stuck behind a blocked database counts as failed.
+                renewal = self.db.run(queue.renew, self.worker_id, self.lease)
+                held = set(await asyncio.wait_for(renewal, self.lease / 3))
                 renewed_at = time.monotonic()
             except Exception as exc:
                 log.warning("could not renew the leases of running documents: %s", exc)

@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from docintel import __version__
 from docintel.core.config import Settings
+from docintel.core.db import ping
 from docintel.core.ratelimit import limiter
 from docintel.core.resumable import ResumableUploads
 from docintel.core.service import DocumentService
@@ -24,6 +26,7 @@ from docintel.server.schemas import EventEncoder
 from docintel.server.streamguard import StreamGuard, StreamSlots
 
 log = logging.getLogger("docintel.server")
+HEALTH_TIMEOUT = 5.0  # seconds the database may take to answer /healthz
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -95,14 +98,27 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(tus.TusResumableHeader)
     add_docs(app)
 
-    @app.get("/healthz", tags=["meta"])
-    async def healthz() -> dict[str, object]:
+    @app.get(
+        "/healthz",
+        tags=["meta"],
+        responses={503: {"description": "The shared database cannot be reached."}},
+    )
+    async def healthz() -> JSONResponse:
         """Liveness, with open event streams and asyncio tasks (to spot leaks)."""
-        return {
+        body: dict[str, object] = {
             "status": "ok",
             "version": __version__,
             "streams": service.open_streams,
             "tasks": len(asyncio.all_tasks()),
         }
+        if settings.shared_database:
+            # PostgreSQL can be lost while this process lives: say so, so that
+            # an orchestrator's health check takes the node out.
+            try:
+                await asyncio.wait_for(service.db.run(ping), HEALTH_TIMEOUT)
+            except Exception as exc:
+                log.warning("health check: the database is unavailable (%s)", exc)
+                return JSONResponse({**body, "status": "unavailable"}, status_code=503)
+        return JSONResponse(body)
 
     return app
