@@ -51,6 +51,9 @@ def safe_name(filename: str, default_stem: str = "document") -> str:
 # With a shared data dir, what another node may still be working on is left
 # alone for this long: an upload that is streaming in, or placed but not yet queued.
 SHARED_GRACE_SECONDS = 3600.0
+# A part file this old is no upload in progress: 10 MB at the slowest body rate
+# allowed (DOCINTEL_BODY_MIN_RATE, 500 B/s) takes under six hours.
+STALE_PART_SECONDS = 24 * 3600.0
 
 
 class Storage:
@@ -71,17 +74,23 @@ class Storage:
         if not self.shared:
             shutil.rmtree(self.incoming, ignore_errors=True)
         else:
-            # Other nodes' folders are theirs while they live; a dead node's
-            # partial uploads go once they are older than any upload can take.
+            # Other nodes' folders are theirs while they live: only part files
+            # older than any upload can take (a dead node's) go, and the
+            # folders themselves stay (an idle live node's folder looks old).
             self._incoming_root.mkdir(parents=True, exist_ok=True)
-            for folder in self._incoming_root.iterdir():
-                if _age(folder) > SHARED_GRACE_SECONDS:
-                    shutil.rmtree(folder, ignore_errors=True)
+            for part in self._incoming_root.glob("node-*/part-*"):
+                if _age(part) > STALE_PART_SECONDS:
+                    part.unlink(missing_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
 
     def new_incoming(self) -> tuple[int, Path]:
         """An open file descriptor and path for a streaming upload."""
-        fd, path = tempfile.mkstemp(dir=self.incoming, prefix="part-")
+        try:
+            fd, path = tempfile.mkstemp(dir=self.incoming, prefix="part-")
+        except FileNotFoundError:
+            # Our folder went (an operator's clean-up of a shared data dir): again.
+            self.incoming.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(dir=self.incoming, prefix="part-")
         return fd, Path(path)
 
     @staticmethod
