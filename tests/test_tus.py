@@ -67,6 +67,13 @@ def test_a_9_mb_file_in_1_mb_chunks_becomes_a_document_and_is_analysed(
     head = httpx.head(uploader.url, headers=auth(server))
     assert head.headers["upload-offset"] == head.headers["upload-length"] == str(9 * MB)
     document_id = head.headers["docintel-document-id"]
+    # A client that lost the last answer and sends its (empty) last PATCH again
+    # is told where things stand; a PATCH anywhere else is a conflict.
+    octets = {**auth(server), "Content-Type": "application/offset+octet-stream"}
+    again = httpx.patch(uploader.url, headers={**octets, "Upload-Offset": str(9 * MB)})
+    assert again.status_code == 204 and again.headers["docintel-document-id"] == document_id
+    early = httpx.patch(uploader.url, headers={**octets, "Upload-Offset": "0"}, content=b"x")
+    assert early.status_code == 409 and early.json()["detail"]["code"] == "upload_complete"
     with server.client() as alice:
         detail = wait_terminal(alice, [document_id])[document_id]
         assert detail["status"] == "completed", detail

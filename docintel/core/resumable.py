@@ -118,7 +118,10 @@ class ResumableUploads:
         The lock is the file's (flock), so two requests for one upload are
         refused whichever process of this machine serves them.
         """
-        fd = os.open(self.root / upload.id / DATA, os.O_WRONLY | os.O_APPEND)
+        try:
+            fd = os.open(self.root / upload.id / DATA, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:  # deleted, expired, or finished meanwhile
+            raise UploadNotFound() from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -132,7 +135,11 @@ class ResumableUploads:
         """Check a complete upload as a multipart one is checked (raises RejectedUpload)."""
         path = self.root / upload.id / DATA
         digest = hashlib.sha256()
-        with path.open("rb") as f:
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:  # deleted or expired while its last bytes came
+            raise UploadNotFound() from None
+        with f:
             head = f.read(validation.SNIFF_BYTES)
             digest.update(head)
             while block := f.read(1 << 20):

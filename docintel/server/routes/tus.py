@@ -284,6 +284,8 @@ async def append(
         )
     claimed = _byte_count("Upload-Offset", request.headers.get("upload-offset"))
     upload = await asyncio.to_thread(store.get, user, upload_id)
+    if upload.document_id is not None:
+        return _already_complete(upload, claimed)
     with store.appending(upload) as fd:
         position = store.offset(upload)
         if claimed != position:
@@ -370,6 +372,22 @@ async def _become_document(
     await asyncio.to_thread(store.became, upload, document.id)
     log.info("resumable upload %s became document %s", upload.id, document.id)
     return document
+
+
+def _already_complete(upload: Upload, claimed: int) -> Response:
+    """A PATCH after the upload became a document: a client that lost the last answer.
+
+    At the end (an empty PATCH from a client resuming), it is told where things
+    stand; anywhere else its offset is wrong.
+    """
+    if claimed != upload.length:
+        raise UploadConflict(
+            f"The upload is complete ({upload.length} bytes); it is document {upload.document_id}.",
+            code="upload_complete",
+        )
+    assert upload.document_id is not None
+    headers = {"Upload-Offset": str(upload.length), "Docintel-Document-Id": upload.document_id}
+    return Response(status_code=204, headers=headers)
 
 
 def _byte_count(name: str, raw: str | None) -> int:
