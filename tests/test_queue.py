@@ -179,3 +179,17 @@ def test_a_renewed_lease_holds_and_a_lost_one_fences_its_worker_out(db: None) ->
     # A finished document holds no lease.
     assert queue.transition(first.id, ["analyzing"], "completed", lease_owner="w2")
     assert queue.renew("w2") == [b]
+
+
+def test_a_worker_that_lost_its_lease_cannot_release_or_requeue_the_document(db: None) -> None:
+    [doc_id] = add(1)
+    queue.claim(1, lease_owner="w1", lease=0.05)
+    time.sleep(0.1)
+    queue.rescue()
+    [taken] = queue.claim(1, lease_owner="w2")
+    # w1, stopping or meeting a full disk, must not move w2's document.
+    assert queue.release([doc_id], lease_owner="w1") == 0
+    assert queue.requeue({doc_id: "the disk was full"}, lease_owner="w1") == []
+    assert Document.get(Document.id == doc_id).status == "processing"
+    assert queue.release([doc_id], lease_owner="w2") == 1
+    assert Document.get(Document.id == doc_id).attempts == taken.attempts - 1

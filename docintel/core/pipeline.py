@@ -117,7 +117,9 @@ class Pipeline:
                     stage,
                     _brief(exc),
                 )
-                await self._write(document.id, queue.requeue, {document.id: cause})
+                await self._write(
+                    document.id, queue.requeue, {document.id: cause}, self.lease_owner
+                )
                 return None
             if isinstance(exc, DocintelError):
                 log.info("document %s failed while %s: %s", document.id, stage, exc.code)
@@ -194,7 +196,9 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 result = await write
                 if isinstance(result, tuple) and isinstance(result[-1], Document):
-                    await self.db.write(queue.release, [result[-1].id], "its worker was stopped")
+                    await self.db.write(
+                        queue.release, [result[-1].id], "its worker was stopped", self.lease_owner
+                    )
             raise
 
     async def _move(self, document_id: str, current: str, status: str, **kwargs: object) -> bool:

@@ -96,6 +96,10 @@ _IN_FLIGHT_LIST = ", ".join(f"'{status}'" for status in sorted(IN_FLIGHT))
 _IN_FLIGHT_BY_ID = (
     "SELECT owner, status, requeues FROM document WHERE id = ? AND status IN ({in_flight})"
 ).format(in_flight=", ".join(f"'{status}'" for status in sorted(IN_FLIGHT)))
+_RELEASE = (
+    "UPDATE document SET status = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+    " updated_at = ?, error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?"
+)
 _REQUEUE = (
     "UPDATE document SET status = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
     " requeues = requeues + 1, lease_owner = NULL, lease_until = NULL,"
@@ -300,34 +304,52 @@ def transition_then_claim(
     return moved, claim_next(lease_owner, lease)
 
 
-def release(document_ids: list[str], why: str = "the server was stopped") -> int:
-    """Put documents a clean shutdown cut short back in the queue, attempt not counted."""
+def release(
+    document_ids: list[str], why: str = "the server was stopped", lease_owner: str | None = None
+) -> int:
+    """Put documents a clean shutdown cut short back in the queue, attempt not counted.
+
+    With `lease_owner`, only those that worker still holds: one whose lease it
+    lost is another worker's now.
+    """
     released = 0
     with _log_write():
-        for document in Document.select().where(
-            Document.id.in_(document_ids) & Document.status.in_(list(IN_FLIGHT))
-        ):
-            previous = document.status
-            document.status = PENDING
-            document.attempts = max(0, document.attempts - 1)
-            document.updated_at = utcnow()
-            document.save()
-            execute(
-                "UPDATE document SET lease_owner = NULL, lease_until = NULL WHERE id = ?",
-                (document.id,),
-            )
-            record(document, PENDING, f"requeued: {why} while it was {previous}")
+        for document_id in document_ids:
+            found = _in_flight(document_id, lease_owner)
+            if found is None:
+                continue
+            owner, previous, _ = found
+            now = utcnow()
+            execute(_RELEASE, (PENDING, now, document_id))
+            detail = f"requeued: {why} while it was {previous}"
+            execute(_INSERT_EVENT, (document_id, owner, PENDING, now, detail))
             released += 1
     return released
 
 
-def requeue(causes: Mapping[str, str]) -> list[str]:
+def _in_flight(document_id: str, lease_owner: str | None) -> tuple[str, str, int] | None:
+    """(owner, status, requeues) of an in-flight document (held by `lease_owner`, if given).
+
+    On PostgreSQL the row stays locked to the commit, so a concurrent delete
+    waits rather than leaving an event without its document.
+    """
+    sql = _IN_FLIGHT_BY_ID + (" AND lease_owner = ?" if lease_owner else "")
+    if dialect() == POSTGRES:
+        sql += " FOR UPDATE"
+    rows = execute(sql, (document_id, *([lease_owner] if lease_owner else []))).fetchall()
+    if not rows:
+        return None
+    [(owner, status, requeues)] = rows
+    return owner, status, requeues
+
+
+def requeue(causes: Mapping[str, str], lease_owner: str | None = None) -> list[str]:
     """Put in-flight documents back in the queue for a passing cause; returns those moved.
 
     `causes` maps a document id to why ("the disk was full"). The attempt is
     not counted: a full disk or a busy database says nothing about the
     document, and a shortage that lasts an hour must not fail the documents
-    that met it. Instead the document waits before it may be claimed again,
+    that met it (with `lease_owner`, only those that worker still holds). Instead the document waits before it may be claimed again,
     longer each time (`REQUEUE_BASE_SECONDS`, doubling, at most
     `REQUEUE_MAX_SECONDS`), so a shortage that lasts costs a try a minute per
     document, not a hot loop. A document that is gone or no longer in flight
@@ -336,10 +358,10 @@ def requeue(causes: Mapping[str, str]) -> list[str]:
     requeued = []
     with _log_write():
         for document_id, cause in causes.items():
-            rows = execute(_IN_FLIGHT_BY_ID, (document_id,)).fetchall()
-            if not rows:
+            found = _in_flight(document_id, lease_owner)
+            if found is None:
                 continue
-            [(owner, previous, requeues)] = rows
+            owner, previous, requeues = found
             delay = min(REQUEUE_MAX_SECONDS, REQUEUE_BASE_SECONDS * 2**requeues)
             now = utcnow()
             execute(_REQUEUE, (PENDING, utc_in(delay), now, document_id))

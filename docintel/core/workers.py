@@ -42,6 +42,7 @@ import time
 import uuid
 
 from docintel.core import queue
+from docintel.core.config import is_postgres
 from docintel.core.db import Database
 from docintel.core.errors import transient_cause
 from docintel.core.models import Document
@@ -61,6 +62,7 @@ class WorkerPool:
     ) -> None:
         self.db = db
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.shared = is_postgres(db.target)  # other processes claim from the same queue
         self.lease = lease
         pipeline.lease_owner, pipeline.lease = self.worker_id, lease
         self._heartbeat: asyncio.Task[None] | None = None
@@ -99,7 +101,9 @@ class WorkerPool:
                 renewed_at = time.monotonic()
             except Exception as exc:
                 log.warning("could not renew the leases of running documents: %s", exc)
-                if time.monotonic() - renewed_at > self.lease / 2:
+                # Only where other processes could take them over (PostgreSQL):
+                # an embedded database has no one else, so its work goes on.
+                if self.shared and time.monotonic() - renewed_at > self.lease / 2:
                     # Soon anyone may rescue them: stop before that.
                     self._drop(list(self._running), "its lease could not be renewed")
                 continue
@@ -159,7 +163,7 @@ class WorkerPool:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if cut_short:
-            await self.db.write(queue.release, cut_short)
+            await self.db.write(queue.release, cut_short, lease_owner=self.worker_id)
             log.info(
                 "put %d document(s) back in the queue; they resume at the next start",
                 len(cut_short),
@@ -235,7 +239,7 @@ class WorkerPool:
         while self._unwritten:
             batch = dict(self._unwritten)
             try:
-                requeued = await self.db.write(queue.requeue, batch)
+                requeued = await self.db.write(queue.requeue, batch, self.worker_id)
             except Exception as exc:
                 failures += 1
                 if failures == 1:
@@ -263,7 +267,7 @@ class WorkerPool:
             await asyncio.gather(self._requeuer, return_exceptions=True)
         if self._unwritten:
             try:
-                await self.db.write(queue.requeue, dict(self._unwritten))
+                await self.db.write(queue.requeue, dict(self._unwritten), self.worker_id)
             except Exception as exc:
                 log.warning(
                     "could not requeue %d document(s) at stop (%s); the next start will",
@@ -294,7 +298,10 @@ class WorkerPool:
     async def _put_back(self, documents: list[Document]) -> None:
         if documents:
             await self.db.write(
-                queue.release, [d.id for d in documents], "claimed as the server stopped"
+                queue.release,
+                [d.id for d in documents],
+                "claimed as the server stopped",
+                self.worker_id,
             )
 
     def _forget(self, task: asyncio.Task[None]) -> None:
