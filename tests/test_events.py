@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,41 @@ def test_a_live_stream_sees_new_events_and_ends_when_the_feed_stops(target: str 
         await db.close()
 
     asyncio.run(scenario())
+
+
+def test_a_long_replay_reads_ahead_and_loses_nothing(target: str | Path) -> None:
+    """Past one batch, the next is read while the current one is sent: same events, in order."""
+
+    async def scenario() -> None:
+        db = Database(target)
+        await db.open()
+        feed = EventFeed(db)
+        db.on_commit.append(feed.notify)
+        await feed.start()
+        for i in range(330):  # 330 documents × 4 events: three batches and a bit
+            doc_id = f"r{i:031d}"
+            await db.write(queue.enqueue, new_document(doc_id, "alice"))
+            for current, status in STAGES:
+                await db.write(queue.transition, doc_id, [current], status)
+        log = [e.id for e in await db.run(events.events_after, "alice", 0, (), 10_000)]
+        assert len(log) == 1320
+        assert await collect(feed, "alice", 0, (), len(log)) == log
+        # A stream that leaves mid-replay frees its subscription and its read-ahead.
+        partial = feed.follow("alice", 0)
+        seen = [event.id async for event in _first(partial, 700)]
+        await partial.aclose()
+        assert seen == log[:700]
+        assert feed.open_streams == 0
+        await feed.stop()
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+async def _first(events_: Any, n: int) -> Any:
+    count = 0
+    async for event in events_:
+        yield event
+        count += 1
+        if count == n:
+            return
