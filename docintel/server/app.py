@@ -101,7 +101,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/healthz",
         tags=["meta"],
-        responses={503: {"description": "The shared database cannot be reached."}},
+        responses={
+            503: {
+                "description": "The shared database cannot be reached (`status`: unavailable).",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
     )
     async def healthz() -> JSONResponse:
         """Liveness, with open event streams and asyncio tasks (to spot leaks)."""
