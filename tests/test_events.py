@@ -169,8 +169,8 @@ def test_a_live_stream_sees_new_events_and_ends_when_the_feed_stops(target: str 
     asyncio.run(scenario())
 
 
-def test_a_long_replay_reads_ahead_and_loses_nothing(target: str | Path) -> None:
-    """Past one batch, the next is read while the current one is sent: same events, in order."""
+def test_a_replay_of_several_batches_loses_nothing(target: str | Path) -> None:
+    """A replay longer than one read: every event once, in order; leaving mid-way frees it."""
 
     async def scenario() -> None:
         db = Database(target)
@@ -186,7 +186,7 @@ def test_a_long_replay_reads_ahead_and_loses_nothing(target: str | Path) -> None
         log = [e.id for e in await db.run(events.events_after, "alice", 0, (), 10_000)]
         assert len(log) == 1320
         assert await collect(feed, "alice", 0, (), len(log)) == log
-        # A stream that leaves mid-replay frees its subscription and its read-ahead.
+        # A stream that leaves mid-replay frees its subscription.
         partial = feed.follow("alice", 0)
         seen = [event.id async for event in _first(partial, 700)]
         await partial.aclose()

@@ -234,9 +234,6 @@ class EventFeed:
         """
         sub = _Subscriber(owner, frozenset(document_ids), self.buffer)
         self._subscribers.setdefault(owner, set()).add(sub)
-        # The next replay batch, read while the current one is sent: (the cursor
-        # when its read began, the read).
-        ahead: tuple[int, asyncio.Task[list[Event]]] | None = None
         try:
             position = self._cursor if after is None else after
             # Replay what the reader had handed out before we subscribed; it
@@ -246,18 +243,8 @@ class EventFeed:
                 if until is not None and time.monotonic() >= until:
                     return
                 if sub.behind:
-                    if ahead is not None:
-                        (handed_out, reading), ahead = ahead, None
-                        batch = await reading
-                    else:
-                        handed_out = self._cursor
-                        batch = await self.db.run(events_after, owner, position, document_ids)
-                    if len(batch) == BATCH:
-                        # A long replay: the database thread reads the next batch
-                        # while the event loop sends this one (it starts after
-                        # this batch's last event, where `position` will be).
-                        read = self.db.run(events_after, owner, batch[-1].id, document_ids)
-                        ahead = (self._cursor, asyncio.ensure_future(read))
+                    handed_out = self._cursor
+                    batch = await self.db.run(events_after, owner, position, document_ids)
                     for event in batch:
                         yield event
                         position = event.id
@@ -282,9 +269,6 @@ class EventFeed:
                     yield event
                     position = event.id
         finally:
-            if ahead is not None:
-                ahead[1].cancel()  # a read for a stream that ended: its rows go unused
-                await asyncio.gather(ahead[1], return_exceptions=True)
             subs = self._subscribers.get(owner)
             if subs is not None:
                 subs.discard(sub)
