@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -428,3 +429,35 @@ def small_tmpfs(tmpfs_upload_dir: Any) -> Path:
     """
     mount: Path = tmpfs_upload_dir("24m")
     return mount
+
+
+# --- a real browser: Debian's Chromium, driven by Playwright ------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Playwright's own browser download cannot work on these machines; CI installs
+# Debian's package (.ci/run), so these tests skip only where it is missing.
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Playwright's Browser), closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -8,19 +8,16 @@ does what browsers do: store the last `id:`, honour `retry:`, send
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, upload, wait_terminal
+from tests.conftest import ServerProcess, needs_chromium, upload, wait_terminal
 from tests.relay import Relay
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+pytestmark = needs_chromium
 
 # What a page does with the stream: keep every status event, count opens and
 # errors with their times, and on `reauth` refresh the token and resume from
@@ -54,26 +51,8 @@ PAGE_SCRIPT = """
 
 
 @pytest.fixture
-def browser_page() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+def browser_page(chromium: Any) -> Any:
+    return chromium.new_page()
 
 
 def wait_page(page: Any, expression: str, timeout: float = 60.0) -> Any:

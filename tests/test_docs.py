@@ -8,7 +8,6 @@ installed package. Checked against a live `docintel serve`.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -16,9 +15,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import CHROMIUM, ServerProcess, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGES = ["/docs", "/redoc", "/docs/oauth2-redirect"]
 
 
@@ -99,7 +97,7 @@ def test_the_swagger_page_loads_the_api_schema_without_a_token(
     assert not any(p.startswith(("/docs", "/redoc")) for p in schema.json()["paths"])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+@needs_chromium
 def test_swagger_ui_renders_in_a_browser_with_every_other_host_unreachable(
     offline_server: ServerProcess,
 ) -> None:

@@ -34,6 +34,16 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
 STAGES = [("pending", "processing"), ("processing", "analyzing"), ("analyzing", "completed")]
 
 
+async def open_feed(target: str | Path, buffer: int = 1000) -> tuple[Database, EventFeed]:
+    """The database and its feed, as the service wires them: every commit wakes the feed."""
+    db = Database(target)
+    await db.open()
+    feed = EventFeed(db, buffer=buffer)
+    db.on_commit.append(feed.notify)
+    await feed.start()
+    return db, feed
+
+
 def new_document(doc_id: str, owner: str) -> queue.NewDocument:
     return queue.NewDocument(
         id=doc_id,
@@ -97,11 +107,7 @@ async def collect(
 @pytest.mark.parametrize("buffer", [3, 1000], ids=["tiny-buffers", "roomy-buffers"])
 def test_every_stream_gets_exactly_its_own_events_in_order(target: str | Path, buffer: int) -> None:
     async def scenario() -> None:
-        db = Database(target)
-        await db.open()
-        feed = EventFeed(db, buffer=buffer)
-        db.on_commit.append(feed.notify)
-        await feed.start()
+        db, feed = await open_feed(target, buffer)
         start = await db.run(events.last_id)
         documents = 40
         per_user = documents // len(USERS) * (1 + len(STAGES))
@@ -144,11 +150,7 @@ def test_every_stream_gets_exactly_its_own_events_in_order(target: str | Path, b
 
 def test_a_live_stream_sees_new_events_and_ends_when_the_feed_stops(target: str | Path) -> None:
     async def scenario() -> None:
-        db = Database(target)
-        await db.open()
-        feed = EventFeed(db)
-        db.on_commit.append(feed.notify)
-        await feed.start()
+        db, feed = await open_feed(target)
         seen: list[str] = []
 
         async def follow() -> None:
@@ -173,11 +175,7 @@ def test_a_replay_of_several_batches_loses_nothing(target: str | Path) -> None:
     """A replay longer than one read: every event once, in order; leaving mid-way frees it."""
 
     async def scenario() -> None:
-        db = Database(target)
-        await db.open()
-        feed = EventFeed(db)
-        db.on_commit.append(feed.notify)
-        await feed.start()
+        db, feed = await open_feed(target)
         for i in range(330):  # 330 documents × 4 events: three batches and a bit
             doc_id = f"r{i:031d}"
             await db.write(queue.enqueue, new_document(doc_id, "alice"))
