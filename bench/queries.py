@@ -32,16 +32,8 @@ from docintel.core import db, events, queue
 from docintel.core.config import Settings
 from docintel.core.service import DocumentService, _owned, document_detail, list_documents
 from tests.conftest import ServerProcess
+from tests.test_queries import PATHS, USERS
 
-USERS = ("alice", "bob", "carol")
-# Final status → the statuses its events went through.
-PATHS = {
-    "pending": ("pending",),
-    "processing": ("pending", "processing"),
-    "analyzing": ("pending", "processing", "analyzing"),
-    "completed": ("pending", "processing", "analyzing", "completed"),
-    "failed": ("pending", "processing", "failed"),
-}
 # Out of 20 documents: 12 completed, 2 failed, 3 pending, 1 processing, 2 analyzing.
 MIX = ["completed"] * 12 + ["failed"] * 2 + ["pending"] * 3 + ["processing"] + ["analyzing"] * 2
 DETAIL = {

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +372,22 @@ def read_events(
                 if until is not None and until(events):
                     break
     return events
+
+
+def open_streams(server: ServerProcess) -> int:
+    """The server's open event streams (SSE and WebSocket), as /healthz counts them."""
+    count: int = httpx.get(server.url + "/healthz").json()["streams"]
+    return count
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Until `condition()` holds (True), or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def terminal_for(ids: list[str]) -> Any:

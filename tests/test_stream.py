@@ -5,37 +5,23 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import httpx
 
-from tests.conftest import ServerProcess, read_events, upload, wait_terminal
-
-
-def streams(server: ServerProcess) -> int:
-    return httpx.get(server.url + "/healthz").json()["streams"]
-
-
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.conftest import ServerProcess, open_streams, read_events, upload, wait_for, wait_terminal
 
 
 def test_a_dropped_client_frees_its_subscription(offline_server: ServerProcess) -> None:
     token = offline_server.login()
-    base = streams(offline_server)
+    base = open_streams(offline_server)
     with httpx.stream(
         "GET",
         offline_server.url + "/documents/stream",
         headers={"Authorization": f"Bearer {token}"},
     ) as response:
         assert response.status_code == 200
-        assert wait_for(lambda: streams(offline_server) == base + 1)
-    assert wait_for(lambda: streams(offline_server) == base)
+        assert wait_for(lambda: open_streams(offline_server) == base + 1)
+    assert wait_for(lambda: open_streams(offline_server) == base)
 
 
 def test_bad_last_event_id_is_a_400_before_streaming(offline_server: ServerProcess) -> None:
@@ -67,7 +53,7 @@ def test_ctrl_c_with_open_streams_ends_them_and_exits(make_server) -> None:
     clients = [threading.Thread(target=hold_stream) for _ in range(3)]
     for client in clients:
         client.start()
-    assert wait_for(lambda: streams(server) == 3)
+    assert wait_for(lambda: open_streams(server) == 3)
     # A hang here would be uvicorn waiting forever on the streams; the bound is
     # generous and only there to turn a hang into a failure.
     assert server.stop(signal.SIGINT, timeout=15) in (
@@ -137,10 +123,10 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
             )
         completed = {e["data"]["document_id"] for e in events if e["data"]["status"] == "completed"}
         assert completed == set(ids)
-        assert streams(server) == 1  # the stalled one, still connected, costing no worker time
+        assert open_streams(server) == 1  # the stalled one, still connected, costing no worker time
     finally:
         stalled.close()
-    assert wait_for(lambda: streams(server) == 0)
+    assert wait_for(lambda: open_streams(server) == 0)
 
 
 def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
@@ -199,7 +185,7 @@ def test_disconnecting_mid_replay_logs_no_error(offline_server: ServerProcess) -
         sock = _open_stream_socket(offline_server, token, "&last_event_id=0")
         sock.recv(1024)
         sock.close()
-    assert wait_for(lambda: streams(offline_server) == 0)
+    assert wait_for(lambda: open_streams(offline_server) == 0)
     assert "Exception in ASGI application" not in offline_server.log()
 
 

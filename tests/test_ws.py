@@ -18,7 +18,15 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import ServerProcess, read_events, terminal_for, upload, wait_terminal
+from tests.conftest import (
+    ServerProcess,
+    open_streams,
+    read_events,
+    terminal_for,
+    upload,
+    wait_for,
+    wait_terminal,
+)
 
 Until = Callable[[list[dict[str, Any]]], bool]
 
@@ -41,19 +49,6 @@ def read_ws(ws: ClientConnection, until: Until, timeout: float = 60.0) -> list[d
         if message.get("event") == "status":
             events.append(message)
     return events
-
-
-def streams(server: ServerProcess) -> int:
-    return httpx.get(server.url + "/healthz").json()["streams"]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def refusal(server: ServerProcess, token: str | None, query: str = "") -> tuple[int, dict]:
@@ -147,12 +142,12 @@ def _others_of(server: ServerProcess, user: str) -> set[str]:
 
 def test_a_dropped_socket_frees_its_subscription(offline_server: ServerProcess) -> None:
     token = offline_server.login()
-    base = streams(offline_server)
+    base = open_streams(offline_server)
     with open_ws(offline_server, token) as ws:
         ws.recv(timeout=10)
-        assert wait_for(lambda: streams(offline_server) == base + 1)
+        assert wait_for(lambda: open_streams(offline_server) == base + 1)
         ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a closing handshake
-        assert wait_for(lambda: streams(offline_server) == base)
+        assert wait_for(lambda: open_streams(offline_server) == base)
 
 
 def test_the_stream_ends_with_reauth_before_the_token_expires(make_server) -> None:
@@ -222,10 +217,10 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
             seen = read_ws(reader, terminal_for(ids))
             wait_terminal(alice, ids)
         assert {m["data"]["document_id"] for m in seen} == set(ids)
-        assert wait_for(lambda: streams(server) == 1)  # the stalled one, still connected
+        assert wait_for(lambda: open_streams(server) == 1)  # the stalled one, still connected
     finally:
         sock.close()
-    assert wait_for(lambda: streams(server) == 0)
+    assert wait_for(lambda: open_streams(server) == 0)
 
 
 def test_websockets_and_sse_streams_share_the_per_user_cap(make_server) -> None:
@@ -246,7 +241,7 @@ def test_websockets_and_sse_streams_share_the_per_user_cap(make_server) -> None:
         with open_ws(server, bob) as other:  # the cap is alice's, not everyone's
             assert "retry" in json.loads(other.recv(timeout=10))
     # Both closed: her places are free again.
-    assert wait_for(lambda: streams(server) == 0)
+    assert wait_for(lambda: open_streams(server) == 0)
     with open_ws(server, alice) as again:
         assert "retry" in json.loads(again.recv(timeout=10))
 

@@ -376,7 +376,7 @@ def _m004_postgres() -> None:
             EXECUTE FUNCTION document_count_change()""",
     ]
     for sql in statements:
-        database.execute_sql(sql)  # no placeholders here
+        execute(sql)
 
 
 def m005_document_backoff() -> None:
@@ -430,7 +430,7 @@ def m006_document_lease() -> None:
             FOR EACH STATEMENT EXECUTE FUNCTION status_event_notify()""",
     ]
     for sql in statements:
-        database.execute_sql(sql)
+        execute(sql)
 
 
 def m007_rate_limit() -> None:

@@ -94,8 +94,8 @@ _CLAIM_POSTGRES = (
 )
 _IN_FLIGHT_LIST = ", ".join(f"'{status}'" for status in sorted(IN_FLIGHT))
 _IN_FLIGHT_BY_ID = (
-    "SELECT owner, status, requeues FROM document WHERE id = ? AND status IN ({in_flight})"
-).format(in_flight=", ".join(f"'{status}'" for status in sorted(IN_FLIGHT)))
+    f"SELECT owner, status, requeues FROM document WHERE id = ? AND status IN ({_IN_FLIGHT_LIST})"
+)
 _RELEASE = (
     "UPDATE document SET status = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
     " updated_at = ?, error = NULL, lease_owner = NULL, lease_until = NULL WHERE id = ?"
