@@ -223,6 +223,7 @@ def plans(db_path: Path) -> list[tuple[str, str, list[str]]]:
 
 _COLUMNS = re.compile(r"SELECT (?!COUNT|1 )[^()]*? FROM")  # a column list, shortened
 _RETURNING = re.compile(r" RETURNING .*")  # a claim's returned columns, likewise
+_EVENT_JSON = re.compile(r"(SELECT e\.id, e\.owner, e\.document_id, ).*?( FROM status_event)")
 
 
 def print_plans(found: list[tuple[str, str, list[str]]]) -> None:
@@ -231,6 +232,7 @@ def print_plans(found: list[tuple[str, str, list[str]]]) -> None:
         if not plan:
             continue  # an INSERT: nothing to plan
         shown = _RETURNING.sub(" RETURNING …", _COLUMNS.sub("SELECT … FROM", sql))
+        shown = _EVENT_JSON.sub(r"\1<the event's JSON>\2", shown)
         print(f"   {what}: {shown}")
         for line in plan:
             flag = db.is_full_scan(line)

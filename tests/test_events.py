@@ -8,16 +8,19 @@ from the log, and streams that resume mid-way from an event id.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from docintel.core import events, queue
+from docintel.core.analysis import AnalysisResult
 from docintel.core.db import Database
 from docintel.core.events import EventFeed
+from docintel.core.models import StatusEvent
+from docintel.server.schemas import StreamEvent
 
 USERS = [f"user{i}" for i in range(5)]
 
@@ -92,12 +95,12 @@ async def collect(
     got: list[int] = []
     stream = feed.follow(owner, after, document_ids)
     try:
-        async for event in stream:
-            assert event.owner == owner
-            got.append(event.id)
+        async for batch in stream:
+            assert all(event.owner == owner for event in batch)
+            got += [event.id for event in batch]
             if slow:
                 await asyncio.sleep(0.002)  # falls behind the feed's small buffer
-            if len(got) == count:
+            if len(got) >= count:
                 break
     finally:
         await stream.aclose()
@@ -154,8 +157,8 @@ def test_a_live_stream_sees_new_events_and_ends_when_the_feed_stops(target: str 
         seen: list[str] = []
 
         async def follow() -> None:
-            async for event in feed.follow("alice", None):
-                seen.append(event.status)
+            async for batch in feed.follow("alice", None):
+                seen.extend(json.loads(event.data)["status"] for event in batch)
 
         task = asyncio.create_task(follow())
         await asyncio.sleep(0.01)
@@ -186,9 +189,9 @@ def test_a_replay_of_several_batches_loses_nothing(target: str | Path) -> None:
         assert await collect(feed, "alice", 0, (), len(log)) == log
         # A stream that leaves mid-replay frees its subscription.
         partial = feed.follow("alice", 0)
-        seen = [event.id async for event in _first(partial, 700)]
+        seen = [event.id for event in await anext(partial)]
         await partial.aclose()
-        assert seen == log[:700]
+        assert seen == log[: events.BATCH]
         assert feed.open_streams == 0
         await feed.stop()
         await db.close()
@@ -196,10 +199,94 @@ def test_a_replay_of_several_batches_loses_nothing(target: str | Path) -> None:
     asyncio.run(scenario())
 
 
-async def _first(events_: Any, n: int) -> Any:
-    count = 0
-    async for event in events_:
-        yield event
-        count += 1
-        if count == n:
-            return
+TEXTS = [
+    "plain",
+    "é 中文 😀",
+    'q"b\\s',
+    "nl\ntab\tcr\r\x1f\x7f\x08\x0c/",
+    "\u2028\u2029",
+    "",
+    "a\x00b",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_the_databases_event_json_is_the_schemas(target: str | Path, text: str) -> None:
+    """The JSON the database writes for each event (SSE `data:`, WebSocket `data`) is,
+    byte for byte, what the schema's model writes, whatever the strings hold."""
+    if "\x00" in text and not isinstance(target, Path):
+        pytest.skip("PostgreSQL's text cannot hold NUL")
+
+    async def scenario() -> None:
+        db, feed = await open_feed(target)
+        analysis = {
+            "summary": text,
+            "key_topics": [text, "x"],
+            "sentiment": "mixed",
+            "action_items": [text],
+            "analyzer": "offline",
+            "model": text,
+        }
+        empty = {**analysis, "key_topics": [], "action_items": []}
+        for n, (result, failure) in enumerate([(analysis, None), (empty, None), (None, text)]):
+            doc = queue.NewDocument(f"{n}{'e' * 31}", "alice", text, "x.txt", 1, "text/plain", "0")
+            await db.write(queue.enqueue, doc)
+            await db.write(queue.transition, doc.id, ["pending"], "processing", detail=text)
+            if failure is None:
+                await db.write(
+                    queue.transition, doc.id, ["processing"], "completed", analysis=result
+                )
+            else:
+                await db.write(queue.transition, doc.id, ["processing"], "failed", error=failure)
+        got = await db.run(events.events_after, "alice", 0)
+        assert [json.loads(e.data)["status"] for e in got] == [
+            "pending", "processing", "completed", "pending", "processing", "completed",
+            "pending", "processing", "failed",
+        ]  # fmt: skip
+        for event in got:
+            row = await db.run(lambda i=event.id: StatusEvent.get_by_id(i))
+            expected = StreamEvent(
+                document_id=event.document_id,
+                status=row.status,
+                timestamp=row.at,
+                filename=text,
+                detail=row.detail if row.status != "failed" and row.detail else None,
+                error=row.detail if row.status == "failed" and row.detail else None,
+                analysis=(
+                    AnalysisResult.model_validate(
+                        analysis if event.document_id[0] == "0" else empty
+                    )
+                    if row.status == "completed"
+                    else None
+                ),
+            )
+            assert event.data == expected.model_dump_json(exclude_none=True)
+        await feed.stop()
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_quiet_stream_gets_an_empty_batch_after_idle_seconds(target: str | Path) -> None:
+    """`idle`: an empty batch when nothing came (a stream's cue for a keep-alive),
+    then the events as usual, in order."""
+
+    async def scenario() -> None:
+        db, feed = await open_feed(target)
+        stream = feed.follow("alice", None, idle=0.05)
+        assert await asyncio.wait_for(anext(stream), 5) == []
+        reading = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.01)  # subscribed, waiting
+        for n in range(3):
+            await db.write(queue.enqueue, new_document(f"{n}{'q' * 31}", "alice"))
+        batch = await asyncio.wait_for(reading, 5)
+        log = [e.id for e in await db.run(events.events_after, "alice", 0)]
+        rest: list[int] = []
+        while len(batch) + len(rest) < 3:
+            rest += [e.id for e in await asyncio.wait_for(anext(stream), 5)]
+        assert [e.id for e in batch] + rest == log
+        await stream.aclose()
+        await feed.stop()
+        await db.close()
+
+    asyncio.run(scenario())

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import signal
 import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 
+from docintel.core.config import Settings
+from docintel.core.db import Database
+from docintel.core.events import EventFeed
+from docintel.server.routes.stream import EventStream, StreamRequest
+from docintel.server.streamguard import INCOMPLETE, QuietDeliberateDrops, StreamSlots
 from tests.conftest import ServerProcess, open_streams, read_events, upload, wait_for, wait_terminal
 
 
@@ -129,47 +141,94 @@ def test_a_client_that_stops_reading_slows_nobody(make_server) -> None:
     assert wait_for(lambda: open_streams(server) == 0)
 
 
-def test_guard_drops_a_client_whose_sends_block(caplog) -> None:
-    """StreamGuard through its ASGI interface: a send that never completes ends the stream."""
-    import asyncio
-    import logging
+@contextlib.asynccontextmanager
+async def asgi_stream(tmp_path: Path, send_timeout: float = 5.0) -> AsyncIterator[Any]:
+    """alice's stream response on a real database and feed, to call through ASGI."""
+    db = Database(tmp_path / "docintel.db")
+    await db.open()
+    feed = EventFeed(db)
+    await feed.start()
+    slots = StreamSlots(per_user=1, total=10)
+    settings = Settings.from_env({}, data_dir=tmp_path, stream_send_timeout=send_timeout)
+    start = StreamRequest("alice", 0, [], time.monotonic() + 3600, int(time.time()) + 3600)
+    try:
+        yield EventStream(start, feed, slots, settings)
+    finally:
+        # Whatever way the stream ended, it freed its slot and its subscription.
+        assert (slots.open, feed.open_streams) == (0, 0)
+        await feed.stop()
+        await db.close()
 
-    from docintel.server.streamguard import INCOMPLETE, QuietDeliberateDrops, StreamGuard
 
-    seen: list[str] = []
+SCOPE = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
 
-    async def streaming_app(scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        sender = asyncio.ensure_future(
-            send({"type": "http.response.body", "body": b"x" * 10, "more_body": True})
-        )
-        message = await receive()  # what Starlette's StreamingResponse listens for
-        seen.append(message["type"])
-        sender.cancel()
 
-    async def client_receive():
+def test_a_stream_drops_a_client_whose_sends_block(caplog, tmp_path: Path) -> None:
+    """A send that never completes ends the stream, quietly.
+
+    Through a server this cannot be reproduced quickly: loopback socket buffers
+    take every event a test can produce before a send would block.
+    """
+    sent: list[str] = []
+
+    async def client_receive() -> None:
         await asyncio.sleep(3600)  # the client never says anything
 
     async def stuck_send(message) -> None:
+        sent.append(message["type"])
         if message["type"] == "http.response.body":
             await asyncio.sleep(3600)  # flow control: the client stopped reading
 
     async def run() -> bool:
-        guard = StreamGuard(streaming_app, path="/documents/stream", timeout=0.2)
-        scope = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
-        with caplog.at_level(logging.WARNING, logger="docintel.server.stream"):
-            async with asyncio.timeout(5):  # not wait_for: uvicorn awaits the app in its own task
-                await guard(scope, client_receive, stuck_send)
+        async with asgi_stream(tmp_path, send_timeout=0.2) as response:
+            with caplog.at_level(logging.WARNING, logger="docintel.server.stream"):
+                async with asyncio.timeout(5):
+                    await response(SCOPE, client_receive, stuck_send)
+        # Read in the response's task, as uvicorn's "incomplete response" line is.
         record = logging.LogRecord("uvicorn.error", logging.ERROR, "", 0, INCOMPLETE, None, None)
         return QuietDeliberateDrops().filter(record)
 
     assert asyncio.run(run()) is False  # uvicorn's "incomplete response" line is silenced
-    assert seen == ["http.disconnect"]
+    assert sent == ["http.response.start", "http.response.body"]
     assert "dropped stream client 127.0.0.1:5" in caplog.text
 
 
+def test_a_stream_ends_when_its_client_leaves_and_passes_on_other_cancellations(
+    tmp_path: Path,
+) -> None:
+    """The stream's listener ends it by cancelling its task when the client leaves
+    (it returns normally); anyone else's cancel (a server stopping) still lands."""
+    sent: list[bytes] = []
+
+    async def send(message) -> None:
+        sent.append(message.get("body", b""))
+
+    async def run() -> None:
+        leave = asyncio.Event()
+
+        async def client_receive() -> dict[str, Any]:
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async with asgi_stream(tmp_path) as response:
+            task = asyncio.ensure_future(response(SCOPE, client_receive, send))
+            await asyncio.sleep(0.05)
+            leave.set()
+            await asyncio.wait_for(task, 5)  # returned, not cancelled
+        assert sent[1].startswith(b"id: 0\nretry: ")
+
+        async with asgi_stream(tmp_path) as response:
+            task = asyncio.ensure_future(response(SCOPE, lambda: asyncio.sleep(3600), send))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert task.cancelled()
+
+    asyncio.run(run())
+
+
 def test_disconnecting_mid_replay_logs_no_error(offline_server: ServerProcess) -> None:
-    """Guards fastapi.sse's disconnect race (BrokenResourceError in its keep-alive task)."""
+    """Clients that leave mid-replay end their streams quietly, and free them."""
     from tests.conftest import upload, wait_terminal
 
     with offline_server.client() as alice:
@@ -267,33 +326,6 @@ def test_a_stream_ends_with_reauth_before_its_token_expires(make_server) -> None
         until=lambda es: es[-1]["data"]["status"] == "completed",
     )  # fmt: skip
     assert [e["data"]["document_id"] for e in missed] == [doc["id"]] * 4
-
-
-def test_guard_passes_on_cancellation_that_is_not_its_own() -> None:
-    """The guard interrupts receive() by cancelling its task; anyone else's cancel still lands."""
-    import asyncio
-
-    from docintel.server.streamguard import StreamGuard
-
-    async def listening_app(scope, receive, send) -> None:
-        await receive()  # what Starlette's StreamingResponse listens with
-
-    async def client_receive():
-        await asyncio.sleep(3600)
-
-    async def send(message) -> None:
-        pass
-
-    async def run() -> None:
-        guard = StreamGuard(listening_app, path="/documents/stream", timeout=5)
-        scope = {"type": "http", "path": "/documents/stream", "client": ("127.0.0.1", 5)}
-        task = asyncio.ensure_future(guard(scope, client_receive, send))
-        await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        assert task.cancelled()
-
-    asyncio.run(run())
 
 
 def test_a_list_and_a_detail_say_which_event_they_reflect(offline_server: ServerProcess) -> None:

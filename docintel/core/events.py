@@ -16,28 +16,23 @@ nothing lost or repeated.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import json
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import peewee
 
-from docintel.core.db import Database, execute
-from docintel.core.models import COMPLETED, FAILED, Analysis, Document, StatusEvent
+from docintel.core.db import POSTGRES, Database, dialect, execute
+from docintel.core.models import StatusEvent
 
-ANALYSIS_FIELDS = ("summary", "key_topics", "sentiment", "action_items", "analyzer", "model")
-ANALYSIS_COLUMNS = [getattr(Analysis, name) for name in ANALYSIS_FIELDS]
 log = logging.getLogger(__name__)
 BATCH = 500  # events read per query, for the feed and for a replay
 
 
 class Event(NamedTuple):
-    """One event of the log, as streams send it.
+    """One event of the log, as streams send it: `data` is its JSON (the SSE `data:`).
 
     A NamedTuple, not a frozen dataclass: a replay builds one per event, and a
     frozen dataclass's __init__ (a setattr per field) cost four times as much.
@@ -46,12 +41,7 @@ class Event(NamedTuple):
     id: int
     owner: str
     document_id: str
-    filename: str
-    status: str
-    at: str
-    detail: str | None
-    error: str | None
-    analysis: dict[str, Any] | None
+    data: str
 
 
 def last_id() -> int:
@@ -63,66 +53,78 @@ def events_after(
 ) -> list[Event]:
     """Events with id > after, oldest first: one owner's (a replay), or everyone's (the feed).
 
-    Peewee builds the SQL; the rows are read from SQLite's cursor straight
-    into Events: a replay of 100k events builds 100k of them, and peewee's
-    per-row model, dict or even tuple building (a converter call per column)
-    was most of the database thread's time. The analysis is joined only to
-    `completed` events, the only ones that carry it, so the other events skip
-    that lookup; its two JSON columns are decoded here, as JSONField would.
+    Each event's JSON is written by the database, in the same statement that
+    reads it (see `_data_sql`): a replay of 100k events built 100k dicts and
+    encoded them in Python, twice the time it took SQLite to read the rows.
     """
-    completed = (StatusEvent.status == COMPLETED) & (
-        StatusEvent.document_id == Analysis.document_id
-    )
-    query = (
-        StatusEvent.select(
-            StatusEvent.id,
-            StatusEvent.owner,
-            StatusEvent.document_id,
-            Document.filename,
-            StatusEvent.status,
-            StatusEvent.at,
-            StatusEvent.detail,
-            *ANALYSIS_COLUMNS,
-        )
-        .join(Document, on=(StatusEvent.document_id == Document.id))
-        .switch(StatusEvent)
-        .join(Analysis, peewee.JOIN.LEFT_OUTER, on=completed)
-        .where(StatusEvent.id > after)
-        .order_by(StatusEvent.id)
-        .limit(limit)
-    )
+    where = ["e.id > ?"]
+    params: list[Any] = [after]
     if owner is not None:
-        query = query.where(StatusEvent.owner == owner)
+        where.append("e.owner = ?")
+        params.append(owner)
     if document_ids:
-        query = query.where(StatusEvent.document_id.in_(list(document_ids)))
-    sql, params = query.sql()
-    rows = cast(Iterable[tuple[Any, ...]], execute(sql, tuple(params)))  # the driver's cursor
-    found = []
-    # The joined columns fill in what the spec's event carries: the file name
-    # always, the analysis on `completed`; failed events carry their reason.
-    for row in rows:
-        (id, owner, document_id, filename, status, at, detail) = row[:7]
-        result = None
-        if row[7] is not None:
-            summary, key_topics, sentiment, action_items, analyzer, model = row[7:]
-            result = {
-                "summary": summary,
-                "key_topics": _decoded(key_topics),
-                "sentiment": sentiment,
-                "action_items": _decoded(action_items),
-                "analyzer": analyzer,
-                "model": model,
-            }
-        if status == FAILED:
-            found.append(Event(id, owner, document_id, filename, status, at, None, detail, result))
-        else:
-            found.append(Event(id, owner, document_id, filename, status, at, detail, None, result))
-    return found
+        where.append(f"e.document_id IN ({', '.join('?' * len(document_ids))})")
+        params += document_ids
+    sql = (
+        f"SELECT e.id, e.owner, e.document_id, {_data_sql(dialect())} FROM status_event e"
+        " JOIN document d ON d.id = e.document_id"
+        # Only `completed` events carry the analysis: the others skip the lookup.
+        " LEFT JOIN analysis a ON e.status = 'completed' AND a.document_id = e.document_id"
+        f" WHERE {' AND '.join(where)} ORDER BY e.id LIMIT ?"
+    )
+    rows = cast(Iterable[tuple[int, str, str, str]], execute(sql, (*params, limit)))
+    return [Event(*row) for row in rows]
 
 
-def _decoded(value: Any) -> Any:
-    """A JSON column: text on SQLite, already decoded (JSONB) on PostgreSQL."""
-    return json.loads(value) if isinstance(value, str) else value
+@functools.cache
+def _data_sql(dialect: str) -> str:
+    """The SQL expression of an event's JSON, byte for byte what the schema's
+    `StreamEvent.model_dump_json(exclude_none=True)` writes (a test compares them).
+
+    Keys in the schema's order, no spaces, strings escaped as json.dumps does
+    with ensure_ascii=False (SQLite's json_quote, PostgreSQL's to_json, agree
+    with it); `detail` is `error` on a failed event; empty parts are left out.
+    """
+    if dialect == POSTGRES:
+        quote = "to_json(CAST({} AS text))::text"
+        array = (
+            "(SELECT '[' || COALESCE(string_agg(to_json(v)::text, ',' ORDER BY n), '') || ']'"
+            " FROM jsonb_array_elements_text({}) WITH ORDINALITY AS t(v, n))"
+        )
+    else:
+        quote = "json_quote({})"
+        # The column as queue.py writes it (compact, non-ASCII kept), minified
+        # should an older version have written it with spaces. (Re-quoting
+        # json_each's values would cut strings at a NUL.)
+        array = "json({})"
+    q = quote.format
+
+    def key(name: str, first: bool = False) -> str:
+        return f"'{'{' if first else ','}\"{name}\":'"
+
+    analysis = " || ".join(
+        [
+            f'\',"analysis":{{"summary":\' || {q("a.summary")}',
+            f"{key('key_topics')} || {array.format('a.key_topics')}",
+            f"{key('sentiment')} || {q('a.sentiment')}",
+            f"{key('action_items')} || {array.format('a.action_items')}",
+            f"{key('analyzer')} || {q('a.analyzer')}",
+            f"{key('model')} || {q('a.model')} || '}}'",
+        ]
+    )
+    return " || ".join(
+        [
+            f"{key('document_id', first=True)} || {q('e.document_id')}",
+            f"{key('status')} || {q('e.status')}",
+            f"{key('timestamp')} || {q('e.at')}",
+            f"{key('filename')} || {q('d.filename')}",
+            "CASE WHEN e.detail IS NULL OR e.detail = '' THEN ''"
+            f" WHEN e.status = 'failed' THEN {key('error')} || {q('e.detail')}"
+            f" ELSE {key('detail')} || {q('e.detail')} END",
+            f"CASE WHEN a.document_id IS NULL THEN '' ELSE {analysis} END",
+            "'}'",
+        ]
+    )
 
 
 def history(document_id: str) -> list[StatusEvent]:
@@ -131,14 +133,22 @@ def history(document_id: str) -> list[StatusEvent]:
     )
 
 
-@dataclass(eq=False)
 class _Subscriber:
-    owner: str
-    document_ids: frozenset[str]
-    capacity: int
-    buffer: collections.deque[Event] = field(default_factory=collections.deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    behind: bool = False  # the buffer overflowed: catch up from the log
+    """One stream's place in the feed: the events handed to it, and its waiter.
+
+    Kept small (slots, a list, a future only while it waits): an idle
+    stream's memory is mostly this and its connection, times thousands.
+    """
+
+    __slots__ = ("owner", "document_ids", "capacity", "buffer", "behind", "_waiter")
+
+    def __init__(self, owner: str, document_ids: frozenset[str], capacity: int) -> None:
+        self.owner = owner
+        self.document_ids = document_ids
+        self.capacity = capacity
+        self.buffer: list[Event] = []
+        self.behind = False  # the buffer overflowed: catch up from the log
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: Event) -> None:
         if self.behind or (self.document_ids and event.document_id not in self.document_ids):
@@ -148,7 +158,25 @@ class _Subscriber:
             self.buffer.clear()
         else:
             self.buffer.append(event)
-        self.wake.set()
+        self.wake()
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, until: float | None, idle: float | None) -> bool:
+        """Until woken (at most until `until`); False if `idle` seconds passed first."""
+        limit = None if until is None else until - time.monotonic()
+        quiet = idle is not None and (limit is None or idle < limit)
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(idle if quiet else limit):
+                await self._waiter
+        except TimeoutError:
+            return not quiet  # at `until`, the caller sees the time and ends the stream
+        finally:
+            self._waiter = None
+        return True
 
 
 class EventFeed:
@@ -185,7 +213,7 @@ class EventFeed:
         self._stopping.set()
         for subs in self._subscribers.values():
             for sub in subs:
-                sub.wake.set()
+                sub.wake()
 
     async def stop(self) -> None:
         self.end_streams()
@@ -226,11 +254,15 @@ class EventFeed:
         after: int | None,
         document_ids: Sequence[str] = (),
         until: float | None = None,
-    ) -> AsyncGenerator[Event, None]:
-        """The owner's events with id > after, then live ones, until the feed stops
-        (or, with `until`, that `time.monotonic()` is reached).
+        idle: float | None = None,
+    ) -> AsyncGenerator[list[Event], None]:
+        """The owner's events with id > after, then live ones, in batches, until the
+        feed stops (or, with `until`, that `time.monotonic()` is reached).
 
-        `after=None` starts at the end of the log.
+        `after=None` starts at the end of the log. Each batch is every event that
+        is ready (a replay's read, or what arrived since the last batch), so that
+        a stream writes it at once; with `idle`, an empty batch says that nothing
+        came for that many seconds (a stream's cue for a keep-alive).
         """
         sub = _Subscriber(owner, frozenset(document_ids), self.buffer)
         self._subscribers.setdefault(owner, set()).add(sub)
@@ -245,9 +277,9 @@ class EventFeed:
                 if sub.behind:
                     handed_out = self._cursor
                     batch = await self.db.run(events_after, owner, position, document_ids)
-                    for event in batch:
-                        yield event
-                        position = event.id
+                    if batch:
+                        yield batch
+                        position = batch[-1].id
                     if len(batch) < BATCH:
                         # Every event of ours the reader had handed out was committed
                         # before that read, so it was in the batch: we are past it.
@@ -257,17 +289,15 @@ class EventFeed:
                             sub.buffer.clear()
                     continue
                 if not sub.buffer:
-                    sub.wake.clear()
-                    if until is None:
-                        await sub.wake.wait()
-                    else:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(sub.wake.wait(), until - time.monotonic())
+                    if not await sub.wait(until, idle):
+                        yield []
                     continue
-                event = sub.buffer.popleft()
-                if event.id > position:  # a catch-up read may have passed it already
-                    yield event
-                    position = event.id
+                # A catch-up read may have passed some of them already.
+                batch = [event for event in sub.buffer if event.id > position]
+                sub.buffer.clear()
+                if batch:
+                    yield batch
+                    position = batch[-1].id
         finally:
             subs = self._subscribers.get(owner)
             if subs is not None:

@@ -197,9 +197,9 @@ def transition(
                 (
                     document_id,
                     analysis["summary"],
-                    json.dumps(analysis["key_topics"]),
+                    _json(analysis["key_topics"]),
                     analysis["sentiment"],
-                    json.dumps(analysis["action_items"]),
+                    _json(analysis["action_items"]),
                     analysis["analyzer"],
                     analysis["model"],
                     now,
@@ -207,6 +207,11 @@ def transition(
             )
         execute(_INSERT_EVENT, (document_id, owner, status, now, detail or error))
         return True
+
+
+def _json(value: Any) -> str:
+    """A JSON column's text as streams send it (events.py copies it into the event)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from docintel.server.allocator import tune_allocator
 from docintel.server.auth import Authenticator
 from docintel.server.docs import add_docs
 from docintel.server.routes import auth, documents, stream, tus, web, ws
-from docintel.server.schemas import EventEncoder
-from docintel.server.streamguard import StreamGuard, StreamSlots
+from docintel.server.streamguard import StreamSlots
 
 log = logging.getLogger("docintel.server")
 HEALTH_TIMEOUT = 5.0  # seconds the database may take to answer /healthz
@@ -68,14 +67,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.service = service
     app.state.authenticator = Authenticator(settings, service.db)
-    app.state.event_encoder = EventEncoder()
     app.state.upload_limiter = limiter(
         service.db, settings.shared_database, "uploads", settings.uploads_per_minute
     )
     app.state.resumable = resumable
     app.state.stream_slots = StreamSlots(settings.max_streams_per_user, settings.max_streams)
     errors.install(app)
-    app.add_middleware(StreamGuard, path="/documents/stream", timeout=settings.stream_send_timeout)
     if settings.cors_origin_list:
         # Off by default: only pages served from the listed origins may call the
         # API from a browser. Tokens travel in headers (or ?access_token=), never

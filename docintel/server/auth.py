@@ -17,6 +17,7 @@ from typing import Annotated
 import jwt
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from docintel.core.config import Settings
 from docintel.core.db import Database
@@ -218,6 +219,18 @@ def current_user(
     return _authenticator(request).verify(credentials.credentials)
 
 
+def stream_session_of(connection: HTTPConnection) -> Session:
+    """A stream's session (SSE or WebSocket): the token from `Authorization: Bearer …`,
+    else from `?access_token=` (browsers' EventSource and WebSocket send no headers)."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        token = connection.query_params.get("access_token", "")
+    if not token.strip():
+        raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
+    authenticator: Authenticator = connection.app.state.authenticator
+    return authenticator.verify_session(token.strip())
+
+
 def stream_session(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -225,10 +238,9 @@ def stream_session(
         str | None, Query(description="For EventSource clients, which cannot send headers.")
     ] = None,
 ) -> Session:
-    token = credentials.credentials if credentials is not None else access_token
-    if not token:
-        raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
-    return _authenticator(request).verify_session(token)
+    # The parameters declare where the token may be (the schema shows them);
+    # stream_session_of reads it, as the WebSocket and the stream route do.
+    return stream_session_of(request)
 
 
 CurrentUser = Annotated[str, Depends(current_user)]

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import collections
-import json
-import json.encoder
 from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 
 from docintel.core.analysis import AnalysisResult
-from docintel.core.events import Event
 from docintel.core.models import Document, StatusEvent
 
 Status = Literal["pending", "processing", "analyzing", "completed", "failed"]
@@ -128,7 +124,11 @@ class UploadRejected(UploadResult):
 
 
 class StreamEvent(BaseModel):
-    """The `data:` of a stream event (SSE and WebSocket alike)."""
+    """The `data:` of a stream event (SSE and WebSocket alike).
+
+    The database writes it (`core.events._data_sql`), byte for byte what
+    `model_dump_json(exclude_none=True)` of this model writes; a test compares them.
+    """
 
     document_id: str
     status: Status
@@ -137,81 +137,3 @@ class StreamEvent(BaseModel):
     detail: str | None = None
     error: str | None = None
     analysis: AnalysisResult | None = None
-
-    @classmethod
-    def of(cls, e: Event) -> StreamEvent:
-        return cls(
-            document_id=e.document_id,
-            status=cast(Status, e.status),
-            timestamp=e.at,
-            filename=e.filename,
-            detail=e.detail or None,
-            error=e.error or None,
-            analysis=AnalysisResult.model_validate(e.analysis) if e.analysis else None,
-        )
-
-
-def encode_stream_event(e: Event) -> str:
-    """`StreamEvent.of(e).model_dump_json(exclude_none=True)`, without building the model.
-
-    A replay encodes every event of the log it sends (100k for a large one).
-    Building a StreamEvent and an AnalysisResult per event was the encoder's
-    whole cost, and json.dumps of a dict still ~4 us (it sets up an encoder on
-    every call). The events come from our own log, written by queue.py through
-    the same models, so there is nothing to validate: this writes the same
-    JSON (same keys, order, separators; strings escaped by the function
-    json.dumps(ensure_ascii=False) uses), which a test compares with pydantic's.
-    """
-    parts = [
-        '{"document_id":',
-        _string(e.document_id),
-        ',"status":',
-        _string(e.status),
-        ',"timestamp":',
-        _string(e.at),
-        ',"filename":',
-        _string(e.filename),
-    ]
-    if e.detail:
-        parts += (',"detail":', _string(e.detail))
-    if e.error:
-        parts += (',"error":', _string(e.error))
-    if e.analysis:
-        a = e.analysis
-        parts += (
-            ',"analysis":{"summary":',
-            _string(a["summary"]),
-            ',"key_topics":[',
-            ",".join(map(_string, a["key_topics"])),
-            '],"sentiment":',
-            _string(a["sentiment"]),
-            ',"action_items":[',
-            ",".join(map(_string, a["action_items"])),
-            '],"analyzer":',
-            _string(a["analyzer"]),
-            ',"model":',
-            _string(a["model"]),
-            "}",
-        )
-    parts.append("}")
-    return "".join(parts)
-
-
-_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept as is
-
-
-class EventEncoder:
-    """Encodes each event once, however many streams send it (by id, recent ones kept)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._encoded: collections.OrderedDict[int, str] = collections.OrderedDict()
-
-    def __call__(self, event: Event) -> str:
-        encoded = self._encoded.get(event.id)
-        if encoded is None:
-            encoded = encode_stream_event(event)
-            self._encoded[event.id] = encoded
-            if len(self._encoded) > self.size:
-                self._encoded.popitem(last=False)
-        return encoded

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from starlette.responses import StreamingResponse
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
+from docintel.core.config import Settings
 from docintel.core.errors import BadRequest
-from docintel.core.events import Event
+from docintel.core.events import EventFeed
 from docintel.core.service import DocumentService
-from docintel.server.auth import Session, StreamSession
-from docintel.server.deps import ServiceDep
+from docintel.server.auth import Session, StreamSession, stream_session_of
 from docintel.server.openapi import (
     NOT_VALID,
     RETRY_AFTER,
@@ -27,10 +28,7 @@ from docintel.server.openapi import (
     Responses,
     json_error,
 )
-from docintel.server.schemas import EventEncoder
-from docintel.server.streamguard import StreamSlots
-
-router = APIRouter(tags=["stream"])
+from docintel.server.streamguard import StreamSlots, drop_slow_client
 
 
 @dataclass(frozen=True)
@@ -51,26 +49,6 @@ def reauth_data(start: StreamRequest) -> str:
     """The data of the last message of a stream that ends because its token expires."""
     expiry = datetime.fromtimestamp(start.expires_at, UTC).isoformat().replace("+00:00", "Z")
     return json.dumps({"reason": "token_expiring", "expires_at": expiry})
-
-
-async def stream_request(
-    request: Request,
-    session: StreamSession,
-    service: ServiceDep,
-    document_id: Annotated[
-        list[str], Query(description="Only these documents (ids or unique prefixes of them).")
-    ] = [],  # noqa: B006
-    last_event_id: Annotated[
-        str | None, Query(description="Replay events after this id (0: from the start).")
-    ] = None,
-    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamRequest:
-    # Checked here, in a dependency, because once the generator runs the
-    # 200 and its headers are already sent.
-    ttl = request.app.state.authenticator.ttl
-    return await begin_stream(
-        service, session, ttl, document_id, last_event_id_header or last_event_id
-    )
 
 
 async def begin_stream(
@@ -97,69 +75,6 @@ async def begin_stream(
     # can tell the client where it starts.
     position = service.feed.position if after is None else after
     return StreamRequest(user, position, full_ids, time.monotonic() + left, session.expires_at)
-
-
-async def stream_slot(request: Request, session: StreamSession) -> AsyncIterator[None]:
-    """A place among the open streams (429 beyond the caps), held until the stream ends."""
-    slots: StreamSlots = request.app.state.stream_slots
-    slots.acquire(session.username)
-    try:
-        yield
-    finally:
-        slots.release(session.username)
-
-
-async def followed_events(
-    request: Annotated[StreamRequest, Depends(stream_request)], service: ServiceDep
-) -> AsyncIterator[AsyncGenerator[Event, None]]:
-    """The event tail, closed when the request ends.
-
-    A response cancelled on disconnect while it waits to send leaves the
-    generator it reads suspended at a `yield`, finalised only by the garbage
-    collector, holding its event subscription until then. Closing the tail
-    here, when the request's exit stack unwinds, frees it at once.
-    """
-    events = service.feed.follow(
-        request.user, request.after, request.document_ids, until=request.reauth_at
-    )
-    try:
-        yield events
-    finally:
-        with contextlib.suppress(RuntimeError):  # already running/closed: nothing to free
-            await events.aclose()
-
-
-async def stream_body(
-    request: Request,
-    start: Annotated[StreamRequest, Depends(stream_request)],
-    events: Annotated[AsyncGenerator[Event, None], Depends(followed_events)],
-) -> AsyncIterator[AsyncGenerator[bytes, None]]:
-    """The response's bytes, closed when the request ends (before the tail it reads)."""
-    settings = request.app.state.settings
-    opening = f"id: {start.after}\nretry: {settings.stream_retry_ms}\n\n".encode()
-
-    def closing(last: int) -> bytes | None:
-        """`event: reauth` when the stream ends because its token is about to expire."""
-        if time.monotonic() < start.reauth_at:
-            return None  # the server is stopping
-        return f"event: reauth\ndata: {reauth_data(start)}\nid: {last}\n\n".encode()
-
-    body = sse_chunks(opening, start.after, events, request.app.state.event_encoder, closing)
-    try:
-        yield body
-    finally:
-        with contextlib.suppress(RuntimeError):  # already running/closed: nothing to free
-            await body.aclose()
-
-
-class EventStream(StreamingResponse):
-    """`text/event-stream` written from bytes we frame ourselves (see `sse_chunks`).
-
-    Not fastapi.sse's EventSourceResponse: FastAPI takes a route declaring that
-    for a generator of single events and frames each one itself.
-    """
-
-    media_type = "text/event-stream"
 
 
 # The OpenAPI shape of a stream, as fastapi.sse documents it.
@@ -191,15 +106,177 @@ STREAM_RESPONSES: Responses = {
 }
 
 
+PING_INTERVAL = 15.0  # seconds without an event before a keep-alive comment
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    # No caching, and no buffering by proxies (nginx), as fastapi.sse sets.
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+PING = b": ping\n\n"
+
+
+class EventStream(Response):
+    """`text/event-stream`: the feed's batches, each written to the socket at once.
+
+    Not a StreamingResponse: that one runs a task group, a second task that
+    waits for the disconnect and an iterator per stream, and with FastAPI's
+    dependencies with `yield` around it an idle stream held ~60 KB; a fan-out
+    to 1,000 streams paid for each of those layers per event. Here one task
+    per stream writes every batch the feed hands it (a replay's read of 500
+    events, or whatever arrived live since its last write) as one message,
+    and a small listener notices the client leaving.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, start: StreamRequest, feed: EventFeed, slots: StreamSlots, settings: Settings
+    ) -> None:
+        # Not Response.__init__: it would declare an empty body (Content-Length: 0),
+        # and build a header list per stream where one for all will do.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = STREAM_HEADERS
+        self.start = start
+        self.feed = feed
+        self.slots = slots
+        self.retry_ms = settings.stream_retry_ms
+        self.send_timeout = settings.stream_send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One frame for the whole stream (no helper coroutine): it lives as
+        # long as the stream, thousands of times over.
+        start = self.start
+        task = asyncio.current_task()
+        assert task is not None
+        ended = gone = False
+
+        async def until_disconnect() -> None:
+            # uvicorn's send() to a client that left returns quietly: only
+            # receive() tells, and only while someone waits in it.
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not ended:
+                gone = True
+                task.cancel()
+
+        # Taken here, not in a dependency: nothing can fail between taking
+        # the slot and the `finally` that gives it back. Raised before the
+        # response starts, so it is a plain 429.
+        self.slots.acquire(start.user)
+        listener = asyncio.create_task(until_disconnect(), name="docintel-stream-disconnect")
+        events = self.feed.follow(
+            start.user, start.after, start.document_ids, until=start.reauth_at, idle=PING_INTERVAL
+        )
+        try:
+            # Built in the calls, not kept in locals this frame holds for hours.
+            if not (
+                await self._send(
+                    scope,
+                    send,
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers},
+                )
+                and await self._send(
+                    scope, send, _body(f"id: {start.after}\nretry: {self.retry_ms}\n\n".encode())
+                )
+            ):
+                return
+            last = start.after
+            async for batch in events:
+                if batch:
+                    last = batch[-1].id
+                    chunk = "".join(
+                        [f"event: status\ndata: {e.data}\nid: {e.id}\n\n" for e in batch]
+                    ).encode()
+                else:
+                    chunk = PING
+                if not await self._send(scope, send, _body(chunk)):
+                    return
+            await send(_body(self._closing(last), more=False))
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:
+                return  # the client left: nothing more to do
+            raise
+        finally:
+            ended = True
+            listener.cancel()
+            await events.aclose()
+            self.slots.release(start.user)
+
+    def _closing(self, last: int) -> bytes:
+        """`event: reauth` when the stream ends because its token is about to expire."""
+        if time.monotonic() < self.start.reauth_at:
+            return b""  # the server is stopping
+        return f"event: reauth\ndata: {reauth_data(self.start)}\nid: {last}\n\n".encode()
+
+    async def _send(self, scope: Scope, send: Send, message: Message) -> bool:
+        """One send, bounded: a client that read nothing for the send timeout is
+        dropped (False), and can resume without loss with Last-Event-ID."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            drop_slow_client(scope, self.send_timeout)
+            return False
+        return True
+
+
+def _body(chunk: bytes, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
+
+
+async def open_stream(connection: HTTPConnection) -> EventStream:
+    """The stream a request asks for, checked before anything is sent: 401, 400,
+    404 or 409 are plain error responses rather than a stream that ends at once."""
+    state = connection.app.state
+    query = connection.query_params
+    start = await begin_stream(
+        state.service,
+        stream_session_of(connection),
+        state.authenticator.ttl,
+        query.getlist("document_id"),
+        connection.headers.get("last-event-id") or query.get("last_event_id"),
+    )
+    return EventStream(start, state.service.feed, state.stream_slots, state.settings)
+
+
+class StreamRoute(APIRoute):
+    """Documented from its endpoint like any route; a GET is served as plain ASGI.
+
+    FastAPI's per-request machinery (exit stacks, the solved dependencies, two
+    exception-handling layers) stays alive as long as the response runs, which
+    for a stream is hours: about a third of an idle stream's memory. The
+    stream needs none of it: `open_stream` reads what the endpoint's
+    parameters declare, and errors raised there still reach the app's handlers.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":
+            await super().handle(scope, receive, send)  # 405, as for any route
+            return
+        response = await open_stream(HTTPConnection(scope))
+        await response(scope, receive, send)
+
+
+router = APIRouter(tags=["stream"], route_class=StreamRoute)
+
+
+# status_code: FastAPI reads the default from the response class's __init__ otherwise.
 @router.get(
-    "/documents/stream",
-    response_class=EventStream,
-    # Resolved before the route's own dependencies: no subscription beyond the caps.
-    dependencies=[Depends(stream_slot)],
-    responses=STREAM_RESPONSES,
+    "/documents/stream", response_class=EventStream, status_code=200, responses=STREAM_RESPONSES
 )
 async def stream(
-    body: Annotated[AsyncGenerator[bytes, None], Depends(stream_body)],
+    request: Request,
+    session: StreamSession,
+    document_id: Annotated[
+        list[str], Query(description="Only these documents (ids or unique prefixes of them).")
+    ] = [],  # noqa: B006
+    last_event_id: Annotated[
+        str | None, Query(description="Replay events after this id (0: from the start).")
+    ] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventStream:
     """Status events of your documents: replay after Last-Event-ID, then live.
 
@@ -208,79 +285,9 @@ async def stream(
     still reconnects with a cursor (browsers store it and send it back), so
     nothing committed in between is lost.
     """
-    # No caching, and no buffering by proxies (nginx), as fastapi.sse sets.
-    return EventStream(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-PING_INTERVAL = 15.0  # seconds without an event before a keep-alive comment
-PING = b": ping\n\n"
-CHUNK_EVENTS = 500  # at most this many events per write (one replay batch)
-
-
-async def sse_chunks(
-    opening: bytes,
-    after: int,
-    events: AsyncGenerator[Event, None],
-    encode: EventEncoder,
-    closing: Callable[[int], bytes | None],
-) -> AsyncGenerator[bytes, None]:
-    """The stream's bytes: every event that is ready goes out in one write.
-
-    fastapi.sse makes one ASGI message, one socket write and a hop through two
-    memory streams per event: a replay of 100k events spent most of its time
-    there (py-spy: the socket write alone was a quarter of the server's time).
-    Here a task pulls events into a buffer; the response takes the whole buffer
-    at each turn, so a replay batch read in one query is one write, and a live
-    event alone is written as soon as it arrives. The buffer is bounded: a
-    client that reads slowly holds the puller back (its events wait in the log).
-    When the events end, `closing(last event id)` may add a last message.
-    """
-    yield opening
-    last = after
-    buffer: list[bytes] = []
-    arrived = asyncio.Event()  # puller → response: frames, or the end
-    drained = asyncio.Event()  # response → puller: room again
-    ended = False
-
-    async def pull() -> None:
-        nonlocal ended, last
-        try:
-            async for event in events:
-                last = event.id
-                frame = f"event: status\ndata: {encode(event)}\nid: {event.id}\n\n"
-                buffer.append(frame.encode())
-                arrived.set()
-                if len(buffer) >= CHUNK_EVENTS:
-                    drained.clear()
-                    await drained.wait()
-        finally:
-            ended = True
-            arrived.set()
-
-    puller = asyncio.create_task(pull(), name="docintel-stream-pull")
-    try:
-        while True:
-            if buffer:
-                chunk = b"".join(buffer)
-                buffer.clear()
-                drained.set()
-                yield chunk
-                continue
-            if ended:
-                await puller  # its error, if any, ends the response as an error
-                tail = closing(last)
-                if tail is not None:
-                    yield tail
-                return
-            arrived.clear()
-            try:
-                async with asyncio.timeout(PING_INTERVAL):
-                    await arrived.wait()
-            except TimeoutError:
-                yield PING
-    finally:
-        puller.cancel()
-        await asyncio.gather(puller, return_exceptions=True)
+    # StreamRoute serves a GET through open_stream without calling this; the
+    # parameters above are what it reads, declared for the schema.
+    return await open_stream(request)
 
 
 MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from docintel.core.errors import DocintelError
 from docintel.core.service import DocumentService
-from docintel.server.auth import Authenticator, Session, unauthorized
+from docintel.server.auth import Authenticator, stream_session_of
 from docintel.server.errors import error_response, headers_for, status_for
 from docintel.server.routes.stream import StreamRequest, begin_stream, reauth_data
 from docintel.server.streamguard import StreamSlots
@@ -51,7 +51,7 @@ async def websocket_stream(websocket: WebSocket) -> None:
     authenticator: Authenticator = app.state.authenticator
     slots: StreamSlots = app.state.stream_slots
     try:
-        session = _session(websocket, authenticator)
+        session = stream_session_of(websocket)
         # The same caps as the SSE stream: a WebSocket is a stream too.
         slots.acquire(session.username)
     except DocintelError as exc:
@@ -96,32 +96,21 @@ async def _stream(websocket: WebSocket, service: DocumentService, start: StreamR
             await _within(websocket, websocket.close(code))
 
 
-def _session(websocket: WebSocket, authenticator: Authenticator) -> Session:
-    """The token from `Authorization: Bearer …`, else from `?access_token=`."""
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        token = websocket.query_params.get("access_token", "")
-    if not token.strip():
-        raise unauthorized("not_authenticated", "Authentication required: send a bearer token.")
-    return authenticator.verify_session(token.strip())
-
-
 async def _send_events(websocket: WebSocket, service: DocumentService, start: StreamRequest) -> int:
     """Sends the stream; returns the close code once it ends by itself."""
     settings = websocket.app.state.settings
-    encode = websocket.app.state.event_encoder
     if not await _send(websocket, f'{{"id":{start.after},"retry":{settings.stream_retry_ms}}}'):
         return CLOSE_TOO_SLOW
     last = start.after
     events = service.feed.follow(start.user, start.after, start.document_ids, until=start.reauth_at)
     try:
-        async for event in events:
-            # `data` is the SSE event's JSON as it is, encoded once for every stream.
-            if not await _send(
-                websocket, f'{{"id":{event.id},"event":"status","data":{encode(event)}}}'
-            ):
-                return CLOSE_TOO_SLOW
-            last = event.id
+        async for batch in events:
+            for event in batch:
+                # `data` is the SSE event's JSON as it is, written once for every stream.
+                text = f'{{"id":{event.id},"event":"status","data":{event.data}}}'
+                if not await _send(websocket, text):
+                    return CLOSE_TOO_SLOW
+                last = event.id
     finally:
         await events.aclose()
     if time.monotonic() < start.reauth_at:
