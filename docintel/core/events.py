@@ -137,18 +137,39 @@ class _Subscriber:
     """One stream's place in the feed: the events handed to it, and its waiter.
 
     Kept small (slots, a list, a future only while it waits): an idle
-    stream's memory is mostly this and its connection, times thousands.
+    stream's memory is mostly this and its connection, times thousands. Its
+    clocks are two timers for its whole life, not one per wait: a timeout
+    around every wait cost more than the rest of a delivery together.
     """
 
-    __slots__ = ("owner", "document_ids", "capacity", "buffer", "behind", "_waiter")
+    __slots__ = (
+        "owner", "document_ids", "capacity", "buffer", "behind", "quiet", "expired",
+        "_loop", "_waiter", "_idle", "_last", "_ticker", "_ender",
+    )  # fmt: skip
 
-    def __init__(self, owner: str, document_ids: frozenset[str], capacity: int) -> None:
+    def __init__(
+        self,
+        owner: str,
+        document_ids: frozenset[str],
+        capacity: int,
+        until: float | None,
+        idle: float | None,
+    ) -> None:
         self.owner = owner
         self.document_ids = document_ids
         self.capacity = capacity
         self.buffer: list[Event] = []
         self.behind = False  # the buffer overflowed: catch up from the log
+        self.quiet = False  # `idle` seconds passed with nothing handed out
+        self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
+        self._idle = idle
+        self._last = self._loop.time()  # when the stream last took something
+        self._ticker = None if idle is None else self._loop.call_later(idle, self._tick)
+        self.expired = False  # `until` came: the stream ends
+        self._ender = (
+            None if until is None else self._loop.call_later(until - time.monotonic(), self._end)
+        )
 
     def offer(self, event: Event) -> None:
         if self.behind or (self.document_ids and event.document_id not in self.document_ids):
@@ -164,19 +185,37 @@ class _Subscriber:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self, until: float | None, idle: float | None) -> bool:
-        """Until woken (at most until `until`); False if `idle` seconds passed first."""
-        limit = None if until is None else until - time.monotonic()
-        quiet = idle is not None and (limit is None or idle < limit)
-        self._waiter = asyncio.get_running_loop().create_future()
+    async def wait(self) -> None:
+        """Until something is offered, the stream has been quiet for `idle`, or ends."""
+        self._waiter = self._loop.create_future()
         try:
-            async with asyncio.timeout(idle if quiet else limit):
-                await self._waiter
-        except TimeoutError:
-            return not quiet  # at `until`, the caller sees the time and ends the stream
+            await self._waiter
         finally:
             self._waiter = None
-        return True
+
+    def took(self) -> None:
+        """The stream took a batch (or a keep-alive): quiet from now."""
+        self._last = self._loop.time()
+        self.quiet = False
+
+    def _tick(self) -> None:
+        assert self._idle is not None
+        due = self._last + self._idle
+        now = self._loop.time()
+        if now >= due:
+            self.quiet = True
+            self.wake()
+            due = now + self._idle
+        self._ticker = self._loop.call_at(due, self._tick)
+
+    def _end(self) -> None:
+        self.expired = True
+        self.wake()
+
+    def close(self) -> None:
+        for timer in (self._ticker, self._ender):
+            if timer is not None:
+                timer.cancel()
 
 
 class EventFeed:
@@ -264,7 +303,7 @@ class EventFeed:
         a stream writes it at once; with `idle`, an empty batch says that nothing
         came for that many seconds (a stream's cue for a keep-alive).
         """
-        sub = _Subscriber(owner, frozenset(document_ids), self.buffer)
+        sub = _Subscriber(owner, frozenset(document_ids), self.buffer, until, idle)
         self._subscribers.setdefault(owner, set()).add(sub)
         try:
             position = self._cursor if after is None else after
@@ -272,13 +311,14 @@ class EventFeed:
             # also serves a subscriber that fell behind (the same catch-up).
             sub.behind = position < self._cursor
             while not self._stopping.is_set():
-                if until is not None and time.monotonic() >= until:
+                if sub.expired or (until is not None and time.monotonic() >= until):
                     return
                 if sub.behind:
                     handed_out = self._cursor
                     batch = await self.db.run(events_after, owner, position, document_ids)
                     if batch:
                         yield batch
+                        sub.took()
                         position = batch[-1].id
                     if len(batch) < BATCH:
                         # Every event of ours the reader had handed out was committed
@@ -288,17 +328,21 @@ class EventFeed:
                             sub.behind = False  # caught up: the reader feeds us from here
                             sub.buffer.clear()
                     continue
-                if not sub.buffer:
-                    if not await sub.wait(until, idle):
-                        yield []
-                    continue
-                # A catch-up read may have passed some of them already.
-                batch = [event for event in sub.buffer if event.id > position]
-                sub.buffer.clear()
-                if batch:
-                    yield batch
-                    position = batch[-1].id
+                if sub.buffer:
+                    # A catch-up read may have passed some of them already.
+                    batch = [event for event in sub.buffer if event.id > position]
+                    sub.buffer.clear()
+                    if batch:
+                        yield batch
+                        sub.took()
+                        position = batch[-1].id
+                elif sub.quiet:
+                    yield []
+                    sub.took()
+                else:
+                    await sub.wait()
         finally:
+            sub.close()
             subs = self._subscribers.get(owner)
             if subs is not None:
                 subs.discard(sub)

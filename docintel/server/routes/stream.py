@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.routing import APIRoute
@@ -143,46 +143,38 @@ class EventStream(Response):
         self.slots = slots
         self.retry_ms = settings.stream_retry_ms
         self.send_timeout = settings.stream_send_timeout
+        # The running stream's state: attributes, not closures' cells, which
+        # cost more per stream (kept for as long as it is open).
+        self._task: asyncio.Task[Any] | None = None
+        self._why: str | None = None  # why the stream cancelled its own task: "gone" or "slow"
+        self._sending_since: float | None = None  # loop time at which the pending send began
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._ended = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One frame for the whole stream (no helper coroutine): it lives as
         # long as the stream, thousands of times over.
         start = self.start
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = self._task = asyncio.current_task()
         assert task is not None
-        ended = gone = False
-
-        async def until_disconnect() -> None:
-            # uvicorn's send() to a client that left returns quietly: only
-            # receive() tells, and only while someone waits in it.
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            if not ended:
-                gone = True
-                task.cancel()
-
         # Taken here, not in a dependency: nothing can fail between taking
         # the slot and the `finally` that gives it back. Raised before the
         # response starts, so it is a plain 429.
         self.slots.acquire(start.user)
-        listener = asyncio.create_task(until_disconnect(), name="docintel-stream-disconnect")
+        listener = asyncio.create_task(
+            self._until_disconnect(receive), name="docintel-stream-disconnect"
+        )
+        self._watchdog = loop.call_later(self.send_timeout, self._watch)
         events = self.feed.follow(
             start.user, start.after, start.document_ids, until=start.reauth_at, idle=PING_INTERVAL
         )
         try:
-            # Built in the calls, not kept in locals this frame holds for hours.
-            if not (
-                await self._send(
-                    scope,
-                    send,
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers},
-                )
-                and await self._send(
-                    scope, send, _body(f"id: {start.after}\nretry: {self.retry_ms}\n\n".encode())
-                )
-            ):
-                return
+            self._sending_since = loop.time()
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            # Built in the call, not kept in a local this frame holds for hours.
+            await send(_body(f"id: {start.after}\nretry: {self.retry_ms}\n\n".encode()))
+            self._sending_since = None
             last = start.after
             async for batch in events:
                 if batch:
@@ -192,35 +184,52 @@ class EventStream(Response):
                     ).encode()
                 else:
                     chunk = PING
-                if not await self._send(scope, send, _body(chunk)):
-                    return
+                self._sending_since = loop.time()
+                await send(_body(chunk))
+                self._sending_since = None
             await send(_body(self._closing(last), more=False))
         except asyncio.CancelledError:
-            if gone and task.uncancel() == 0:
-                return  # the client left: nothing more to do
-            raise
+            if self._why is None or task.uncancel() > 0:
+                raise  # not ours: the server is stopping
+            if self._why == "slow":
+                # Returns without completing the response: uvicorn closes the
+                # connection; the client can resume with Last-Event-ID.
+                drop_slow_client(scope, self.send_timeout)
         finally:
-            ended = True
+            self._ended = True
             listener.cancel()
+            self._watchdog.cancel()
             await events.aclose()
             self.slots.release(start.user)
+
+    def _interrupt(self, reason: str) -> None:
+        if not self._ended and self._why is None and self._task is not None:
+            self._why = reason
+            self._task.cancel()
+
+    async def _until_disconnect(self, receive: Receive) -> None:
+        # uvicorn's send() to a client that left returns quietly: only
+        # receive() tells, and only while someone waits in it.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._interrupt("gone")
+
+    def _watch(self) -> None:
+        # One timer per stream, re-armed, rather than a timeout around every
+        # send (which cost as much as the send itself): a client that has
+        # taken nothing for the send timeout is dropped within twice that.
+        since = self._sending_since
+        loop = asyncio.get_running_loop()
+        if since is not None and loop.time() - since >= self.send_timeout:
+            self._interrupt("slow")
+        else:
+            self._watchdog = loop.call_later(self.send_timeout, self._watch)
 
     def _closing(self, last: int) -> bytes:
         """`event: reauth` when the stream ends because its token is about to expire."""
         if time.monotonic() < self.start.reauth_at:
             return b""  # the server is stopping
         return f"event: reauth\ndata: {reauth_data(self.start)}\nid: {last}\n\n".encode()
-
-    async def _send(self, scope: Scope, send: Send, message: Message) -> bool:
-        """One send, bounded: a client that read nothing for the send timeout is
-        dropped (False), and can resume without loss with Last-Event-ID."""
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send(message)
-        except TimeoutError:
-            drop_slow_client(scope, self.send_timeout)
-            return False
-        return True
 
 
 def _body(chunk: bytes, more: bool = True) -> Message:
