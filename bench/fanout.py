@@ -3,7 +3,12 @@
 Baseline: one SSE client while documents run, in the same run. Load: USERS ×
 STREAMS clients (each user's streams all open) while the same number of
 documents per user run. Every client checks it received exactly its user's
-events, in order, none twice. The model is the fake OpenAI server (answers in
+events, in order, none twice.
+
+Then a document's trip (upload → `completed` on its owner's stream), one at a
+time, with 10,000 idle streams of another user open, against the same trips
+with none open before and after (fewer idle streams if the file-descriptor
+limit cannot be raised: the figure says how many). The model is the fake OpenAI server (answers in
 under a millisecond, TCP_NODELAY), so the figures are the pipeline's own.
 
     python -m bench fanout [--tiny]
@@ -153,10 +158,82 @@ def api_for(server: ServerProcess, token: str) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers=headers, timeout=60)
 
 
+def trips(server: ServerProcess, token: str, count: int) -> list[float]:
+    """Milliseconds from each upload's request to its `completed` event, one at a time."""
+    client = Client("user0")
+    sock = connect(server, token, client)
+    sock.setblocking(True)
+    out = []
+    try:
+        with api_for(server, token) as api:
+            for i in range(count):
+                start = time.perf_counter()
+                [doc] = upload(api, (f"t{i}.txt", b"Sales grew. Send the figures.")).json()[
+                    "documents"
+                ]
+                done = f'"document_id":"{doc["id"]}","status":"completed"'.encode()
+                while done not in client.pending:  # the stream's bytes since it opened
+                    client.pending += sock.recv(1 << 16)
+                out.append((time.perf_counter() - start) * 1000)
+    finally:
+        sock.close()
+    return out
+
+
+def raise_open_files(wanted: int) -> int:
+    """The file-descriptor limit for this process and the server it starts: as
+    many as `wanted` if root may raise it, else the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, hard), max(wanted, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def idle_streams(tiny: bool) -> None:
+    """A document's trip with N idle streams (another user's) open, against none."""
+    wanted = 200 if tiny else 10_000
+    limit = raise_open_files(2 * wanted + 1_000)
+    # The server takes half its descriptors, less a margin, for connections.
+    idle_n = min(wanted, limit // 2 - 100)
+    count = 10 if tiny else 150
+    env = {
+        "DOCINTEL_USERS": "user0:user0-pw,idle:idle-pw",
+        "DOCINTEL_UPLOADS_PER_MINUTE": "100000",
+        "DOCINTEL_MAX_STREAMS": str(idle_n + 10),
+        "DOCINTEL_MAX_STREAMS_PER_USER": str(idle_n + 10),
+        "DOCINTEL_MAX_CONNECTIONS": str(idle_n + 100),
+    }
+    with FakeOpenAI() as fake:
+        server = start_server(
+            {**env, "DOCINTEL_ANALYZER": "openai", "OPENAI_API_KEY": "sk-bench",
+             "OPENAI_BASE_URL": fake.base_url}
+        )  # fmt: skip
+        try:
+            token = server.login("user0", "user0-pw")
+            trips(server, token, 3)  # warm-up
+            before = trips(server, token, count)
+            idle_token = server.login("idle", "idle-pw")
+            idle = [connect(server, idle_token, Client("idle")) for _ in range(idle_n)]
+            with_idle = trips(server, token, count)
+            for sock in idle:
+                sock.close()
+            after = trips(server, token, count)
+        finally:
+            server.stop()
+    base = statistics.median(before + after)
+    load = statistics.median(with_idle)
+    print(
+        f"a document's trip (upload → completed on its stream), median of {count}: "
+        f"{load:.1f} ms with {idle_n:,} idle streams open | {base:.1f} ms with none "
+        f"(before and after) | ratio {load / base:.2f}x"
+    )
+
+
 def main(tiny: bool = False) -> None:
     users_n, streams, documents = (2, 5, 4) if tiny else (10, 100, 20)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
+    raise_open_files(4096)  # the server inherits it
     users = [f"user{i}" for i in range(users_n)]
     with FakeOpenAI() as fake:
         env = {
@@ -186,3 +263,4 @@ def main(tiny: bool = False) -> None:
     )
     print(f"ratio p99 load / baseline: {percentile(load, 99) / max(percentile(base, 99), 0.1):.2f}x;"
           " every client got exactly its user's events, in order")  # fmt: skip
+    idle_streams(tiny)
