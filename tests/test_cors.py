@@ -44,3 +44,26 @@ def test_listed_origins_may_call_the_api_and_others_may_not(make_server: Any) ->
     refused = preflight(server, "http://evil.test")
     assert refused.status_code == 400
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_the_event_stream_answers_listed_origins_too(make_server: Any) -> None:
+    """The stream is served outside FastAPI's per-request machinery, but still
+    inside the app's middleware: its 200 and its refusals carry the CORS headers."""
+    server: ServerProcess = make_server({"DOCINTEL_CORS_ORIGINS": PAGE})
+    token = server.login()
+    with httpx.stream(
+        "GET",
+        server.url + "/documents/stream",
+        params={"access_token": token},
+        headers={"Origin": PAGE},
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["access-control-allow-origin"] == PAGE
+        assert stream.headers["access-control-expose-headers"]
+    refused = httpx.get(
+        server.url + "/documents/stream",
+        params={"access_token": "not-a-token"},
+        headers={"Origin": PAGE},
+    )
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == PAGE

@@ -79,7 +79,9 @@ def events_after(
 @functools.cache
 def _data_sql(dialect: str) -> str:
     """The SQL expression of an event's JSON, byte for byte what the schema's
-    `StreamEvent.model_dump_json(exclude_none=True)` writes (a test compares them).
+    `StreamEvent.model_dump_json(exclude_none=True)` writes (a test compares them;
+    analyses saved before queue.py wrote its lists compact keep their `\\uXXXX`
+    escapes there: the same JSON, not the same bytes).
 
     Keys in the schema's order, no spaces, strings escaped as json.dumps does
     with ensure_ascii=False (SQLite's json_quote, PostgreSQL's to_json, agree
@@ -144,7 +146,7 @@ class _Subscriber:
 
     __slots__ = (
         "owner", "document_ids", "capacity", "buffer", "behind", "quiet", "expired",
-        "_loop", "_waiter", "_idle", "_last", "_ticker", "_ender",
+        "_loop", "_waiter", "_idle", "_last", "_ticker", "_until", "_ender",
     )  # fmt: skip
 
     def __init__(
@@ -167,6 +169,7 @@ class _Subscriber:
         self._last = self._loop.time()  # when the stream last took something
         self._ticker = None if idle is None else self._loop.call_later(idle, self._tick)
         self.expired = False  # `until` came: the stream ends
+        self._until = until
         self._ender = (
             None if until is None else self._loop.call_later(until - time.monotonic(), self._end)
         )
@@ -209,6 +212,13 @@ class _Subscriber:
         self._ticker = self._loop.call_at(due, self._tick)
 
     def _end(self) -> None:
+        # Against time.monotonic(), the clock `until` and the stream's reauth
+        # test use: a loop's timers (uvloop's) may fire a little early.
+        assert self._until is not None
+        left = self._until - time.monotonic()
+        if left > 0:
+            self._ender = self._loop.call_later(left, self._end)
+            return
         self.expired = True
         self.wake()
 

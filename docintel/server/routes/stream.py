@@ -137,7 +137,7 @@ class EventStream(Response):
         # and build a header list per stream where one for all will do.
         self.status_code = 200
         self.background = None
-        self.raw_headers = STREAM_HEADERS
+        self.raw_headers = list(STREAM_HEADERS)  # the tuples shared, the list its own
         self.start = start
         self.feed = feed
         self.slots = slots
@@ -216,14 +216,14 @@ class EventStream(Response):
 
     def _watch(self) -> None:
         # One timer per stream, re-armed, rather than a timeout around every
-        # send (which cost as much as the send itself): a client that has
-        # taken nothing for the send timeout is dropped within twice that.
+        # send (which cost as much as the send itself).
         since = self._sending_since
         loop = asyncio.get_running_loop()
-        if since is not None and loop.time() - since >= self.send_timeout:
+        blocked = 0.0 if since is None else loop.time() - since
+        if blocked >= self.send_timeout:
             self._interrupt("slow")
         else:
-            self._watchdog = loop.call_later(self.send_timeout, self._watch)
+            self._watchdog = loop.call_later(self.send_timeout - blocked, self._watch)
 
     def _closing(self, last: int) -> bytes:
         """`event: reauth` when the stream ends because its token is about to expire."""
