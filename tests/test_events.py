@@ -206,7 +206,6 @@ TEXTS = [
     "nl\ntab\tcr\r\x1f\x7f\x08\x0c/",
     "\u2028\u2029",
     "",
-    "a\x00b",
 ]
 
 
@@ -214,9 +213,16 @@ TEXTS = [
 def test_the_databases_event_json_is_the_schemas(target: str | Path, text: str) -> None:
     """The JSON the database writes for each event (SSE `data:`, WebSocket `data`) is,
     byte for byte, what the schema's model writes, whatever the strings hold."""
-    if "\x00" in text and not isinstance(target, Path):
-        pytest.skip("PostgreSQL's text cannot hold NUL")
+    assert_event_json_is_the_schemas(target, text)
 
+
+def test_a_nul_in_a_string_survives_sqlites_event_json(tmp_path: Path) -> None:
+    """SQLite only: PostgreSQL's text cannot hold NUL (re-quoting a JSON array's
+    values in SQLite would cut them there, which is why the lists are copied)."""
+    assert_event_json_is_the_schemas(tmp_path / "feed.db", "a\x00b")
+
+
+def assert_event_json_is_the_schemas(target: str | Path, text: str) -> None:
     async def scenario() -> None:
         db, feed = await open_feed(target)
         analysis = {

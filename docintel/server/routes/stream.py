@@ -134,7 +134,7 @@ class EventStream(Response):
         self, start: StreamRequest, feed: EventFeed, slots: StreamSlots, settings: Settings
     ) -> None:
         # Not Response.__init__: it would declare an empty body (Content-Length: 0),
-        # and build a header list per stream where one for all will do.
+        # and encode the same three headers again for every stream.
         self.status_code = 200
         self.background = None
         self.raw_headers = list(STREAM_HEADERS)  # the tuples shared, the list its own
