@@ -135,6 +135,9 @@ def history(document_id: str) -> list[StatusEvent]:
     )
 
 
+_ALL: frozenset[str] = frozenset()  # a subscriber's document_ids: no filter
+
+
 class _Subscriber:
     """One stream's place in the feed: the events handed to it, and its waiter.
 
@@ -313,7 +316,8 @@ class EventFeed:
         a stream writes it at once; with `idle`, an empty batch says that nothing
         came for that many seconds (a stream's cue for a keep-alive).
         """
-        sub = _Subscriber(owner, frozenset(document_ids), self.buffer, until, idle)
+        ids = frozenset(document_ids) if document_ids else _ALL  # one empty set for all
+        sub = _Subscriber(owner, ids, self.buffer, until, idle)
         self._subscribers.setdefault(owner, set()).add(sub)
         try:
             position = self._cursor if after is None else after

@@ -31,7 +31,7 @@ from docintel.server.openapi import (
 from docintel.server.streamguard import StreamSlots, drop_slow_client
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per open stream
 class StreamRequest:
     user: str
     after: int  # the stream sends events with ids above this
