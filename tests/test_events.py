@@ -296,3 +296,31 @@ def test_a_quiet_stream_gets_an_empty_batch_after_idle_seconds(target: str | Pat
         await db.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stream_keeps_alive_while_its_catch_up_read_waits(postgres_url: str) -> None:
+    """A replay's read that waits (here for a lock another session holds on the
+    log) still gives the stream its keep-alives, then every event, in order."""
+    import psycopg
+
+    async def scenario() -> None:
+        db, feed = await open_feed(postgres_url)
+        for n in range(3):
+            await db.write(queue.enqueue, new_document(f"{n}{'k' * 31}", "alice"))
+        log = [e.id for e in await db.run(events.events_after, "alice", 0)]
+        stream = feed.follow("alice", 0, idle=0.1)
+        with psycopg.connect(postgres_url) as locker:
+            locker.execute("LOCK TABLE status_event IN ACCESS EXCLUSIVE MODE")
+            # The replay's first read now waits for the lock: keep-alives meanwhile.
+            for _ in range(3):
+                assert await asyncio.wait_for(anext(stream), 5) == []
+            locker.commit()
+        got: list[int] = []
+        while len(got) < len(log):
+            got += [e.id for e in await asyncio.wait_for(anext(stream), 5)]
+        assert got == log
+        await stream.aclose()
+        await feed.stop()
+        await db.close()
+
+    asyncio.run(scenario())

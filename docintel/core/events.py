@@ -329,7 +329,24 @@ class EventFeed:
                     return
                 if sub.behind:
                     handed_out = self._cursor
-                    batch = await self.db.run(events_after, owner, position, document_ids)
+                    read = asyncio.ensure_future(
+                        self.db.run(events_after, owner, position, document_ids)
+                    )
+                    read.add_done_callback(lambda _: sub.wake())
+                    try:
+                        # A read that waits (a database that hangs) still lets
+                        # the stream send its keep-alives, and end on time.
+                        while not read.done():
+                            if sub.expired or self._stopping.is_set():
+                                return
+                            if sub.quiet:
+                                yield []
+                                sub.took()
+                            else:
+                                await sub.wait()
+                    finally:
+                        read.cancel()  # nothing to cancel once it is done
+                    batch = read.result()
                     if batch:
                         yield batch
                         sub.took()
