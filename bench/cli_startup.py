@@ -28,13 +28,13 @@ from bench._common import start_server
 from tests.conftest import TXTS, upload, wait_terminal
 
 LIBRARIES = (
-    "import ssl, docintel.cli, typer, httpx, httpx_sse; "
+    "import ssl, typer, docintel.cli.client, httpx, httpx_sse; "
     "httpx.Client(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))"
 )
-# Typer alone, parsing options of the kinds `list` has: Typer 0.29 builds a
-# Pydantic validator for each option it parses (importing Pydantic), so this is
-# what any Typer command costs before it does anything.
-TYPER_PARSING = """
+# Typer alone, parsing options of the kinds `list` has. (Typer 0.29 built a
+# Pydantic validator for each option it parsed, importing Pydantic: +150-200 ms;
+# pyproject.toml keeps Typer below 0.29 for that.)
+TYPER_APP = """
 import sys
 from typing import Annotated
 import typer
@@ -46,13 +46,31 @@ def list_(
     url: Annotated[str | None, typer.Option("--url")] = None,
     json_: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    pass
+    SEND
 @app.command()
 def other() -> None:
     pass
 sys.argv = ["docintel", "list", "--json"]
 app()
 """
+TYPER_PARSING = TYPER_APP.replace("SEND", "pass")
+# The same app sending `list`'s request with the standard library's http.client
+# instead of httpx (which imports ~100 modules): what `list --json` would cost if
+# the request/response commands did not use httpx. Reads the stored login.
+TYPER_HTTP_CLIENT = TYPER_APP.replace(
+    "SEND",
+    """import http.client, json, os, urllib.parse
+    login = json.load(open(os.path.join(os.environ["DOCINTEL_CONFIG_DIR"], "login.json")))
+    url = login["default"]
+    server = login["logins"][url]
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    auth = {"Authorization": "Bearer " + server["token"]}
+    conn.request("GET", "/documents?limit=50", headers=auth)
+    response = conn.getresponse()
+    assert response.status == 200, response.status
+    print(json.dumps(json.loads(response.read()), indent=2))""",
+)
 
 
 def _docintel() -> list[str]:
@@ -97,9 +115,10 @@ def main(tiny: bool = False) -> None:
             "docintel --help": [*docintel, "--help"],
             "docintel list --json": [*docintel, "list", "--json"],
             # What list --json cannot go below while it uses Typer and httpx: import
-            # both and make the client as the CLI does (docintel.cli stubs httpx._main).
+            # both and make the client as the CLI does (cli/client.py stubs httpx._main).
             "libraries alone": [sys.executable, "-c", LIBRARIES],
-            "Typer parsing alone": [sys.executable, "-c", TYPER_PARSING],  # see TYPER_PARSING
+            "Typer parsing alone": [sys.executable, "-c", TYPER_PARSING],  # see TYPER_APP
+            "Typer + http.client": [sys.executable, "-c", TYPER_HTTP_CLIENT],
         }
         for argv in commands.values():  # warm the file and bytecode caches; not counted
             _run(argv, env)

@@ -96,3 +96,12 @@ def test_a_client_command_imports_no_server_no_database_and_no_analysis(
     modules = modules_after(["list", "--json", "--url", f"127.0.0.1:{free_port()}"], tmp_path)
     assert "docintel.cli.client" in modules and "httpx" in modules
     assert loaded(modules, SERVER_SIDE + HEAVY) == []
+    # Nor what only slowed every command's start (bench cli_startup): Pydantic
+    # (Typer 0.29 parsed options with it) and httpx's own command-line tool
+    # (imported by httpx whenever Click, Rich and Pygments are installed).
+    assert loaded(modules, ("pydantic", "httpx._main", "click", "pygments")) == []
+
+
+def test_a_usage_error_imports_no_pydantic(tmp_path: Path) -> None:
+    modules = modules_after(["list", "--limit", "abc"], tmp_path)
+    assert loaded(modules, ("pydantic",)) == []

@@ -33,10 +33,12 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 import typer
 
-# Typer ≥ 0.29 vendors Click: its exceptions, contexts and formatter live here,
+# Typer (0.26+) vendors Click: its exceptions, contexts and formatter live here,
 # not in the `click` package (`click.UsageError` would never match).
 from typer import _click
 from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
+from typer._click.types import FloatRange, IntRange
+from typer._types import TyperChoice
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.main import get_command_from_info
 from typer.models import CommandInfo
@@ -51,9 +53,8 @@ _EXAMPLE = re.compile(r"^(Examples?):\s*(.*)$", re.DOTALL)
 
 def _value_name(param: TyperOption) -> str:
     """What an option's value is called in help: its choices, else its name."""
-    choices = param.type_descriptor.choices
-    if choices:
-        names = (str(c.value) if isinstance(c, Enum) else str(c) for c in choices)
+    if isinstance(param.type, TyperChoice) and param.type.choices:
+        names = (str(c.value) if isinstance(c, Enum) else str(c) for c in param.type.choices)
         return f"[{'|'.join(names)}]"
     return (param.name or "value").upper()
 
@@ -301,20 +302,31 @@ def one_line(exc: UsageError) -> str:
 
 
 def _message(exc: UsageError) -> str:
-    """Click's message, with Typer's validation errors (Pydantic's) made to name
-    the value: `Input should be a valid integer, unable to parse string as an
-    integer` → `'abc' should be a valid integer`."""
-    from pydantic import ValidationError
-
-    cause = exc.__cause__
-    if not (isinstance(exc, BadParameter) and isinstance(cause, ValidationError)):
-        return exc.format_message()
-    error = cause.errors()[0]
-    reason = str(error["msg"]).removeprefix("Value error, ")
-    if reason.startswith("Input should be"):
-        reason = reason.replace("Input", repr(error["input"]), 1).partition(", unable to")[0]
-    exc.message = reason
+    """Click's message, with its number errors put as a person would."""
+    if isinstance(exc, BadParameter):
+        exc.message = _number_message(exc.message, getattr(exc.param, "type", None))
     return exc.format_message()
+
+
+_NOT_A_NUMBER = re.compile(r"('.*') is not a valid (int|float)(?: range)?\.")
+_OUT_OF_RANGE = re.compile(r"(\S+) is not in the range \S+\.")
+
+
+def _number_message(message: str, kind: object) -> str:
+    """`'abc' is not a valid int range.` → `'abc' should be a valid integer`;
+    `0 is not in the range 1<=x<=500.` → `'0' should be from 1 to 500`."""
+    if match := _NOT_A_NUMBER.fullmatch(message):
+        return f"{match[1]} should be a valid {'integer' if match[2] == 'int' else 'number'}"
+    match = _OUT_OF_RANGE.fullmatch(message)
+    if not (match and isinstance(kind, IntRange | FloatRange)):
+        return message
+    if kind.min_open or kind.max_open:  # none of ours; Click's own words then
+        return message
+    if kind.min is not None and kind.max is not None:
+        bound = f"from {kind.min} to {kind.max}"
+    else:
+        bound = f"at least {kind.min}" if kind.min is not None else f"at most {kind.max}"
+    return f"'{match[1]}' should be {bound}"
 
 
 class Typer(typer.Typer):
