@@ -7,6 +7,7 @@ processes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -358,3 +359,41 @@ def test_a_lost_database_connection_is_reopened_and_streams_carry_on(cluster: An
         "completed",
     ]
     assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+
+
+def test_a_worker_process_never_reads_the_event_log(cluster: Any, tmp_path: Path) -> None:
+    """`docintel worker` serves no streams: it runs documents but leaves the event
+    log to the API nodes, instead of reading every new event of the cluster
+    after each commit (issue 8: one reader per process that needs one). The
+    worker runs in this process (one service per process), the API beside it."""
+    from docintel.core.config import Settings
+    from docintel.core.service import DocumentService
+
+    api = cluster.api(DOCINTEL_WORKERS="0")
+
+    def upload_and_wait() -> dict[str, Any]:
+        with api.client() as alice:
+            files = [TXTS / "quarterly-memo.txt", TXTS / "complaint-negative.txt"]
+            ids = [d["id"] for d in upload(alice, *files).json()["documents"]]
+            return wait_terminal(alice, ids, timeout=60)
+
+    async def main() -> tuple[dict[str, Any], int]:
+        worker = DocumentService(
+            Settings(
+                data_dir=tmp_path / "shared",  # the cluster's
+                database_url=cluster.url,
+                jwt_secret=SECRET,
+                analyzer="offline",
+                workers=1,
+            ),
+            streams=False,  # as `docintel worker`
+        )
+        await worker.start()
+        try:
+            return await asyncio.to_thread(upload_and_wait), worker.feed.position
+        finally:
+            await worker.stop()
+
+    done, worker_read = asyncio.run(main())
+    assert {d["status"] for d in done.values()} == {"completed"}  # the worker ran them
+    assert worker_read == 0  # and never read an event

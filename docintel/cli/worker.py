@@ -1,7 +1,8 @@
 """`docintel worker`: pipeline workers only, beside API nodes, on PostgreSQL.
 
 The same service as `serve` runs (`DocumentService`: the queue, the leases,
-the pipeline), with no HTTP server. A stop signal gives running documents the
+the pipeline), with no HTTP server, so with no event streams and no reader of
+the event log. A stop signal gives running documents the
 same grace as `serve`, then puts them back in the queue without counting the
 attempt; a worker that dies instead has its documents taken up by another
 worker once their leases expire.
@@ -38,7 +39,7 @@ async def _work(settings: Settings) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
-    service = DocumentService(settings)
+    service = DocumentService(settings, streams=False)  # no HTTP server: no streams
     await service.start()
     log.info(
         "worker %s: %d at a time, leases of %g s",

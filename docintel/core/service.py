@@ -62,11 +62,16 @@ class DocumentDetail:
 
 
 class DocumentService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, streams: bool = True) -> None:
+        """`streams=False`: a process that serves no event streams (`docintel
+        worker`) never reads the event log; its feed stays idle. Otherwise every
+        worker process would read every new event of the cluster after each commit."""
         self.settings = settings
+        self.streams = streams
         self.db = Database(settings.database)
         self.feed = EventFeed(self.db)
-        self.db.on_commit.append(self.feed.notify)
+        if streams:
+            self.db.on_commit.append(self.feed.notify)
         self.storage = Storage(settings.data_dir, shared=settings.shared_database)
         self.analyzer = build_analyzer(settings)
         self.pipeline = Pipeline(
@@ -101,7 +106,8 @@ class DocumentService:
         known = await self.db.run(lambda: {d.id for d in Document.select(Document.id)})
         for orphan in await asyncio.to_thread(self.storage.sweep, known):
             log.warning("removed upload folder %s with no document", orphan)
-        await self.feed.start()
+        if self.streams:
+            await self.feed.start()
         if self.listener is not None:
             self.listener.start()
         self.workers.start()
