@@ -74,6 +74,7 @@ def test_version_and_help_import_no_server_and_no_database(args: list[str], tmp_
     modules = modules_after(args, tmp_path)
     assert loaded(modules, SERVER_SIDE + HEAVY) == []
     assert loaded(modules, ("httpx", "rich")) == []  # the client and the tables wait too
+    assert loaded(modules, ("asyncio",)) == []  # only `analyze` runs an event loop
 
 
 def test_version_is_answered_before_typer_is_imported(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -34,7 +33,10 @@ def analyze(
 
     Example: docintel analyze --json notes/*.txt | jq -r .analysis.sentiment
     """
-    # The analysis core (pydantic, the analyzers) is imported only to analyse.
+    # The analysis core (pydantic, the analyzers) and asyncio (~25 ms, and
+    # `--help` imports this module) are imported only to analyse.
+    import asyncio
+
     from docintel.core.config import ConfigError, Settings
 
     try:
