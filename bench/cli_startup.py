@@ -115,7 +115,8 @@ def main(tiny: bool = False) -> None:
             "docintel --help": [*docintel, "--help"],
             "docintel list --json": [*docintel, "list", "--json"],
             # What list --json cannot go below while it uses Typer and httpx: import
-            # both and make the client as the CLI does (cli/client.py stubs httpx._main).
+            # both and make the client as the CLI does (docintel/cli/__init__.py stubs
+            # httpx._main).
             "libraries alone": [sys.executable, "-c", LIBRARIES],
             "Typer parsing alone": [sys.executable, "-c", TYPER_PARSING],  # see TYPER_APP
             "Typer + http.client": [sys.executable, "-c", TYPER_HTTP_CLIENT],

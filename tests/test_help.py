@@ -134,6 +134,15 @@ def test_an_unknown_option_is_one_line_on_stderr_and_exit_2(command: str) -> Non
         (["list", "--status", "done"], "invalid value for '--status': 'done' is not one of"),
         (["watch", "--since", "-1"], "invalid value for '--since': '-1' should be at least 0"),
         (["serve", "--port", "x"], "invalid value for '--port': 'x' should be a valid integer"),
+        # What was typed, quoted as typed, whatever number it parses to.
+        (["list", "-n", "1_000"], "invalid value for '--limit' / '-n': '1_000' should be from 1"),
+        (["list", "-n", "it's"], "invalid value for '--limit' / '-n': \"it's\" should be a valid"),
+        (
+            ["upload", "--max-wait", "-1", "f"],
+            "invalid value for '--max-wait': '-1' should be at least",
+        ),
+        (["upload", "--max-wait", "nan", "f"], "invalid value for '--max-wait': 'nan' should be a"),
+        (["serve", "--port", "99999"], "invalid value for '--port': '99999' should be from 0 to"),
         (["analyze", "--analyzer", "x", "f.txt"], "invalid value for '--analyzer': 'x' is not"),
     ],
 )
@@ -147,6 +156,15 @@ def test_usage_errors_are_one_line_on_stderr_with_exit_2(args: list[str], messag
     assert lines[0].startswith(f"docintel: {message}"), lines[0]
     command = args[0] if not args[0].startswith("-") and "such command" not in message else ""
     assert lines[0].endswith(f"(see '{' '.join(['docintel', command]).strip()} --help')")
+
+
+def test_a_port_out_of_range_in_the_environment_is_one_line_too(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCINTEL_PORT": "70000", "DOCINTEL_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [str(DOCINTEL), "serve"], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr == "docintel: DOCINTEL_PORT must be from 0 to 65535.\n"
 
 
 def test_a_real_run_prints_help_on_stdout() -> None:

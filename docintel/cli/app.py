@@ -54,7 +54,9 @@ app = usage.Typer(
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [DOCINTEL_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [DOCINTEL_PORT].")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port [DOCINTEL_PORT]; 0: any free one.")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder [DOCINTEL_DATA_DIR].")] = None,
     workers: Annotated[
         int | None,

@@ -37,7 +37,7 @@ import typer
 # not in the `click` package (`click.UsageError` would never match).
 from typer import _click
 from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
-from typer._click.types import FloatRange, IntRange
+from typer._click.types import FloatParamType, FloatRange, IntParamType, IntRange, ParamType
 from typer._types import TyperChoice
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.main import get_command_from_info
@@ -65,18 +65,75 @@ def _bare(metavar: str) -> str:
 
 
 def name_values(params: list[_click.Parameter]) -> None:
-    """Give every argument and every option that takes a value a metavar.
+    """Give every argument and every option that takes a value a metavar, and
+    every number a type whose errors say what was typed and what it should be.
 
     Typer falls back to the Python type for both; Click's own messages
     ("Missing argument 'FILES'") use the argument's metavar too.
     """
     for param in params:
+        param.type = _worded(param.type)
         if isinstance(param, TyperArgument):
             param.metavar = _bare(param.metavar or (param.name or "arg").upper())
         elif isinstance(param, TyperOption):
             takes_value = not (param.is_flag or param.count)
             if takes_value and param.metavar is None:
                 param.metavar = _value_name(param)
+
+
+class _Worded(ParamType):
+    """Click's number errors put as a person would, quoting what was typed:
+    `'abc' should be a valid integer`, `'0' should be from 1 to 500` (Click
+    says `0 is not in the range 1<=x<=500`, with the number it parsed)."""
+
+    def convert(
+        self, value: Any, param: _click.Parameter | None, ctx: _click.Context | None
+    ) -> Any:
+        try:
+            number = super().convert(value, param, ctx)
+        except BadParameter:
+            self.fail(f"{value!r} should be {self.should_be(value)}", param, ctx)
+        if number != number:  # NaN passes every range check; it is no number to use
+            self.fail(f"{value!r} should be a number", param, ctx)
+        return number
+
+    def should_be(self, value: Any) -> str:
+        try:
+            float(value) if isinstance(self, FloatParamType) else int(value)
+        except (TypeError, ValueError):
+            return "a valid integer" if isinstance(self, IntParamType) else "a number"
+        assert isinstance(self, IntRange | FloatRange)
+        if self.min is not None and self.max is not None:
+            return f"from {self.min} to {self.max}"
+        return f"at least {self.min}" if self.min is not None else f"at most {self.max}"
+
+
+class _WordedInt(_Worded, IntParamType):
+    pass
+
+
+class _WordedFloat(_Worded, FloatParamType):
+    pass
+
+
+class _WordedIntRange(_Worded, IntRange):
+    pass
+
+
+class _WordedFloatRange(_Worded, FloatRange):
+    pass
+
+
+def _worded(kind: ParamType) -> ParamType:
+    """The same type, with `_Worded`'s errors (Typer makes these four for numbers)."""
+    if type(kind) is IntRange or type(kind) is FloatRange:
+        worded = _WordedIntRange if type(kind) is IntRange else _WordedFloatRange
+        return worded(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
+    if type(kind) is IntParamType:
+        return _WordedInt()
+    if type(kind) is FloatParamType:
+        return _WordedFloat()
+    return kind
 
 
 def argument_usage(param: TyperArgument) -> str:
@@ -290,7 +347,7 @@ def usage_error(exc: UsageError) -> NoReturn:
 
 def one_line(exc: UsageError) -> str:
     """`Missing argument 'ID'.` → `missing argument 'ID' (see 'docintel show --help')`."""
-    message = " ".join(_message(exc).split()).removesuffix(".")
+    message = " ".join(exc.format_message().split()).removesuffix(".")
     if re.match(r"[A-Z][a-z]", message):
         message = message[0].lower() + message[1:]
     ctx = exc.ctx
@@ -299,34 +356,6 @@ def one_line(exc: UsageError) -> str:
         option = "--help" if "--help" in names else names[0]
         message += f" (see '{ctx.command_path} {option}')"
     return message
-
-
-def _message(exc: UsageError) -> str:
-    """Click's message, with its number errors put as a person would."""
-    if isinstance(exc, BadParameter):
-        exc.message = _number_message(exc.message, getattr(exc.param, "type", None))
-    return exc.format_message()
-
-
-_NOT_A_NUMBER = re.compile(r"('.*') is not a valid (int|float)(?: range)?\.")
-_OUT_OF_RANGE = re.compile(r"(\S+) is not in the range \S+\.")
-
-
-def _number_message(message: str, kind: object) -> str:
-    """`'abc' is not a valid int range.` → `'abc' should be a valid integer`;
-    `0 is not in the range 1<=x<=500.` → `'0' should be from 1 to 500`."""
-    if match := _NOT_A_NUMBER.fullmatch(message):
-        return f"{match[1]} should be a valid {'integer' if match[2] == 'int' else 'number'}"
-    match = _OUT_OF_RANGE.fullmatch(message)
-    if not (match and isinstance(kind, IntRange | FloatRange)):
-        return message
-    if kind.min_open or kind.max_open:  # none of ours; Click's own words then
-        return message
-    if kind.min is not None and kind.max is not None:
-        bound = f"from {kind.min} to {kind.max}"
-    else:
-        bound = f"at least {kind.min}" if kind.min is not None else f"at most {kind.max}"
-    return f"'{match[1]}' should be {bound}"
 
 
 class Typer(typer.Typer):

@@ -116,6 +116,8 @@ class Settings:
                 "DOCINTEL_WORKERS=0 (the API only) needs DOCINTEL_DATABASE_URL: with the "
                 "embedded database, this process is the only one that can run the workers."
             )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("DOCINTEL_PORT must be from 0 to 65535.")
         if self.max_upload_bytes < 1:
             raise ConfigError("DOCINTEL_MAX_UPLOAD_BYTES must be positive.")
         limits = (
