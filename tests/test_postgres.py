@@ -8,6 +8,7 @@ processes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -397,3 +398,43 @@ def test_a_worker_process_never_reads_the_event_log(cluster: Any, tmp_path: Path
     done, worker_read = asyncio.run(main())
     assert {d["status"] for d in done.values()} == {"completed"}  # the worker ran them
     assert worker_read == 0  # and never read an event
+
+
+def test_control_characters_in_a_file_name_are_dropped_not_a_500(cluster: Any) -> None:
+    """PostgreSQL cannot store a NUL; a terminal would run an escape sequence; a
+    bidi override makes a name read as another. Both ways in keep the rest."""
+    server = cluster.api(DOCINTEL_ANALYZER="offline")
+    name = "a\x00b\x1b[31m\u202ec\u05d0.txt"  # NUL, ESC, right-to-left override, Hebrew
+    shown = "ab[31mc\u05d0.txt"
+    with server.client() as alice:
+        body = (
+            b'--XB\r\nContent-Disposition: form-data; name="files"; filename="'
+            + name.encode()
+            + b'"\r\nContent-Type: text/plain\r\n\r\nA short note. Nothing else.\r\n--XB--\r\n'
+        )
+        multipart = {"Content-Type": "multipart/form-data; boundary=XB"}
+        sent = alice.post("/documents/upload", content=body, headers=multipart)
+        assert sent.status_code == 201, sent.text
+        assert sent.json()["documents"][0]["filename"] == shown
+
+        tus = {"Tus-Resumable": "1.0.0"}
+        encoded = base64.b64encode(name.encode()).decode()
+        created = alice.post(
+            "/uploads/",
+            headers={**tus, "Upload-Length": "12", "Upload-Metadata": f"filename {encoded}"},
+        )
+        assert created.status_code == 201, created.text
+        done = alice.patch(
+            created.headers["location"],
+            headers={
+                **tus,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+            content=b"Hello there.",
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["filename"] == shown
+        listed = alice.get("/documents").json()["items"]
+        assert [d["filename"] for d in listed] == [shown, shown]
+    assert "Traceback" not in server.log()

@@ -6,6 +6,7 @@ Each check raises a RejectedUpload subclass whose message names the file.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from pathlib import PurePath
 
 from docintel.core.errors import EmptyFile, FileTooLarge, UnsupportedFileType
@@ -15,6 +16,23 @@ TEXT = "text/plain"
 CONTENT_TYPES = {".pdf": PDF, ".txt": TEXT}
 # PDF readers accept the header anywhere in the first 1024 bytes.
 SNIFF_BYTES = 4096
+
+
+# Explicit bidi embeddings, overrides and isolates: invisible, never needed to
+# show a right-to-left name, and enough to make `txt.exe` read as `exe.txt`.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_filename(name: str) -> str:
+    """The client's file name as it is kept and shown: NFC, without control
+    characters (PostgreSQL cannot store a NUL; a terminal runs an escape
+    sequence) or bidi controls. It may come back empty."""
+    name = unicodedata.normalize("NFC", name)
+    return "".join(
+        ch
+        for ch in name
+        if unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS
+    )
 
 
 def content_type_for(filename: str) -> str:

@@ -187,7 +187,7 @@ class UploadReceiver:
                     code="too_many_parts",
                 )
             return
-        part.filename = _decode(options[b"filename"]) or "(unnamed)"
+        part.filename = validation.clean_filename(_decode(options[b"filename"])) or "(unnamed)"
         self._files += 1
         if self._files > self.max_files:
             raise RequestTooLarge(

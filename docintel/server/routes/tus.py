@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from docintel.core import validation
 from docintel.core.errors import (
     BadRequest,
     InsufficientStorage,
@@ -181,7 +182,7 @@ async def create(
         raise TooManyRequests(f"Too many uploads; try again in {wait} s.", wait)
     length = _byte_count("Upload-Length", request.headers.get("upload-length"))
     metadata = parse_metadata(request.headers.get("upload-metadata", ""))
-    filename = metadata.get("filename") or metadata.get("name")
+    filename = validation.clean_filename(metadata.get("filename") or metadata.get("name") or "")
     if not filename:
         raise BadRequest(
             "Upload-Metadata must name the file: filename <base64 of the name>.",
