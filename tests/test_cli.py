@@ -134,7 +134,7 @@ def test_unreachable_server_and_bad_url_exit_3(server: ServerProcess) -> None:
     from tests.conftest import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
-    for args in (["list"], ["status", "x"], ["upload", str(GOOD)], ["watch", "--json"]):
+    for args in (["list"], ["status", "abcd"], ["upload", str(GOOD)], ["watch", "--json"]):
         # No login is stored for `dead`: only an explicit token is sent there.
         result = cli(*args, DOCINTEL_URL=dead, DOCINTEL_TOKEN="a-token")
         assert result.exit_code == 3, (args, result.output)

@@ -386,6 +386,20 @@ def test_cli_short_prefix_and_foreign_prefix_exit_1(logged_in: ServerProcess) ->
     assert foreign.exit_code == 1 and "No document with id" in foreign.stderr
 
 
+@pytest.mark.parametrize("word", ["stream", f"{SOLO[:8]}/status", f"{SOLO[:4]}?x", "../../etc"])
+def test_cli_a_word_that_is_no_id_is_not_found_without_asking(
+    logged_in: ServerProcess, word: str
+) -> None:
+    """Not hex, so no id: not sent, where `show stream` opened the event stream
+    (and waited forever) and `show ID/status` or `ID?x` reached other routes."""
+    for command in (["show"], ["status"], ["delete", "--yes"]):
+        result = cli(*command, word)
+        assert result.exit_code == 1, (command, result.output)
+        assert "No document with id" in result.stderr and repr(word) in result.stderr
+        assert result.stdout == ""
+    assert cli("status", SOLO).exit_code == 0  # nothing was deleted
+
+
 def test_help_examples_use_ids_of_the_real_shape() -> None:
     for command in ("show", "status", "delete"):
         text = cli(command, "--help").stdout

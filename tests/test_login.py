@@ -268,7 +268,7 @@ def test_a_server_that_is_not_docintel_is_named_as_such(status: int, body: str, 
             result = cli(*args, "--url", other.url, DOCINTEL_TOKEN="my-own-token")
             assert result.exit_code == 3, (args, result.output)
             assert result.stderr.startswith(not_ours), (args, result.stderr)
-            assert "no such document" not in result.stderr
+            assert "No document with id" not in result.stderr
             assert result.stderr.count("\n") == 1
 
 

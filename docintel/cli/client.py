@@ -13,6 +13,7 @@ import base64
 import builtins
 import json
 import ssl
+import string
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,9 @@ class RateLimited(ApiError):
         self.retry_after = retry_after
 
 
+HEX_DIGITS = string.hexdigits
+
+
 def unreachable(url: str) -> Unreachable:
     """The one way of saying the server is not there (the caller raises it)."""
     return Unreachable(f"cannot reach the server at {url} — is `docintel serve` running?")
@@ -106,6 +110,16 @@ def check_url(url: str) -> str:
         raise Unreachable(
             f"invalid server URL {url!r} — expected e.g. {DEFAULT_URL} or localhost:8000"
         ) from None
+
+
+def document_path(document_id: str, rest: str = "") -> str:
+    """`/documents/{id}{rest}`. An id (or a prefix of one) is hexadecimal, so
+    anything else is no document and is not sent: `stream` would open the event
+    stream, `a/b` another path."""
+    key = document_id.strip()
+    if not key or key.strip(HEX_DIGITS):
+        raise NotFound(404, "not_found", f"No document with id {document_id!r}.")
+    return f"/documents/{key}{rest}"
 
 
 def login_hint(url: str) -> str:
@@ -381,13 +395,13 @@ class Client:
         return self._json(self._request("GET", "/documents", params=params), "items")
 
     def get(self, document_id: str) -> dict[str, Any]:
-        return self._json(self._request("GET", f"/documents/{document_id}"), "id", "status")
+        return self._json(self._request("GET", document_path(document_id)), "id", "status")
 
     def status(self, document_id: str) -> dict[str, Any]:
-        return self._json(self._request("GET", f"/documents/{document_id}/status"), "status")
+        return self._json(self._request("GET", document_path(document_id, "/status")), "status")
 
     def delete(self, document_id: str) -> None:
-        response = self._request("DELETE", f"/documents/{document_id}")
+        response = self._request("DELETE", document_path(document_id))
         if response.status_code != 204:  # docintel answers a delete with no content
             raise self._foreign(response)
 

@@ -6,7 +6,6 @@ Each check raises a RejectedUpload subclass whose message names the file.
 from __future__ import annotations
 
 import codecs
-import unicodedata
 from pathlib import PurePath
 
 from docintel.core.errors import EmptyFile, FileTooLarge, UnsupportedFileType
@@ -18,21 +17,10 @@ CONTENT_TYPES = {".pdf": PDF, ".txt": TEXT}
 SNIFF_BYTES = 4096
 
 
-# Explicit bidi embeddings, overrides and isolates: invisible, never needed to
-# show a right-to-left name, and enough to make `txt.exe` read as `exe.txt`.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def clean_filename(name: str) -> str:
-    """The client's file name as it is kept and shown: NFC, without control
-    characters (PostgreSQL cannot store a NUL; a terminal runs an escape
-    sequence) or bidi controls. It may come back empty."""
-    name = unicodedata.normalize("NFC", name)
-    return "".join(
-        ch
-        for ch in name
-        if unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS
-    )
+    """The client's file name as it is kept: as sent (clients escape what they
+    show), but a NUL becomes U+FFFD, since PostgreSQL text cannot hold one."""
+    return name.replace("\x00", "\ufffd")
 
 
 def content_type_for(filename: str) -> str:

@@ -150,9 +150,7 @@ def delete(
                 missing += 1
                 if json_:
                     render.json_line({"id": doc_id, "deleted": False, "error": exc.code})
-                elif exc.status == 404:
-                    render.error(f"no such document: {doc_id}")
-                else:
+                else:  # the same words as `show` and `status`
                     render.error(exc.message)
                 continue
             if json_:
