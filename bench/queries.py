@@ -30,7 +30,13 @@ from pathlib import Path
 
 from docintel.core import db, events, queue
 from docintel.core.config import Settings
-from docintel.core.service import DocumentService, _owned, document_detail, list_documents
+from docintel.core.service import (
+    DocumentService,
+    _owned,
+    document_detail,
+    list_documents,
+    missing_documents,
+)
 from tests.conftest import ServerProcess
 from tests.test_queries import PATHS, USERS
 
@@ -206,6 +212,7 @@ def plans(db_path: Path) -> list[tuple[str, str, list[str]]]:
         "events_after (feed)": lambda: events.events_after(None, top - 100),
         "last_id": events.last_id,
         "history": lambda: events.history(some_id),
+        "missing (a quiet stream's deletion check)": lambda: missing_documents("alice", [some_id]),
     }
     found: list[tuple[str, str, list[str]]] = []
     for what, call in calls.items():

@@ -20,7 +20,17 @@ from typer.testing import CliRunner, Result
 
 from docintel import __version__
 from docintel.cli.main import app
-from tests.conftest import PDFS, REPO, TXTS, ServerProcess, upload, wait_terminal
+from tests.conftest import (
+    PDFS,
+    REPO,
+    TXTS,
+    ServerProcess,
+    openai_env,
+    upload,
+    wait_status,
+    wait_terminal,
+)
+from tests.fake_openai import FakeOpenAI
 from tests.relay import Relay
 
 GOOD = TXTS / "quarterly-memo.txt"
@@ -335,6 +345,35 @@ def test_watch_a_deleted_or_unknown_document(server: ServerProcess) -> None:
     assert result.exit_code == 1
     (event,) = json_lines(result.stdout)
     assert event["event"] == "deleted" and event["document_id"] == "no-such-id"
+
+
+def test_watch_ends_when_a_document_it_follows_is_deleted(make_server: Any) -> None:
+    """A deletion writes no event: the quiet stream's next keep-alive (15 s)
+    comes with `event: deleted` for it, and watch ends instead of waiting forever."""
+    with FakeOpenAI(delay=60) as slow:  # the document stays `analyzing`
+        server = make_server(openai_env(slow, DOCINTEL_OPENAI_TIMEOUT="90"))
+        token = server.login()
+        with server.client() as alice:
+            [doc] = upload(alice, ("slow.txt", b"A slow one. It waits.")).json()["documents"]
+            wait_status(alice, doc["id"], "analyzing")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "docintel", "watch", "--json", doc["id"][:8]],
+                env={**os.environ, "DOCINTEL_URL": server.url, "DOCINTEL_TOKEN": token},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdout is not None
+            try:
+                assert json.loads(proc.stdout.readline())["status"] == "pending"  # it follows
+                assert alice.delete(f"/documents/{doc['id']}").status_code == 204
+                out, err = proc.communicate(timeout=45)
+            finally:
+                proc.kill()
+    assert proc.returncode == 1, err  # not completed
+    last = json_lines(out)[-1]
+    assert last["event"] == "deleted" and last["document_id"] == doc["id"]
+    assert err == ""
 
 
 def test_watch_follows_live_events_with_status_filter(server: ServerProcess) -> None:

@@ -151,8 +151,12 @@ async def asgi_stream(tmp_path: Path, send_timeout: float = 5.0) -> AsyncIterato
     slots = StreamSlots(per_user=1, total=10)
     settings = Settings.from_env({}, data_dir=tmp_path, stream_send_timeout=send_timeout)
     start = StreamRequest("alice", 0, [], time.monotonic() + 3600, int(time.time()) + 3600)
+
+    async def missing(owner: str, ids: list[str]) -> list[str]:
+        raise AssertionError("a stream that follows no document asks nothing")
+
     try:
-        yield EventStream(start, feed, slots, settings)
+        yield EventStream(start, feed, slots, settings, missing)
     finally:
         # Whatever way the stream ended, it freed its slot and its subscription.
         assert (slots.open, feed.open_streams) == (0, 0)

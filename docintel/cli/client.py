@@ -543,8 +543,9 @@ class Client:
         """Status events, reconnecting with Last-Event-ID so none is missed.
 
         With `document_ids`, a document that does not exist (or stops existing:
-        the reconnect then answers 404) yields one `deleted` event and is
-        dropped from the stream. The iterator ends only when every document
+        the server says so with `event: deleted` when the stream is quiet, or
+        a reconnect answers 404) yields one `deleted` event and is dropped
+        from the stream. The iterator ends only when every document
         asked for is gone; callers stop it when they have seen enough.
 
         The token is refreshed before it expires — as events and keep-alives
@@ -602,6 +603,14 @@ class Client:
                     reauth = False
                     for sse in source.iter_sse():
                         self._refresh_quietly()
+                        if sse.event == "deleted":  # one of ours, found gone by the server
+                            found = str(json.loads(sse.data)["document_id"])
+                            for doc_id in [i for i in ids if found.startswith(i.lower())]:
+                                ids.remove(doc_id)
+                                yield deleted_event(doc_id)
+                            if not ids:
+                                return
+                            continue
                         if sse.event == "reauth":
                             # The stream's token is about to expire: come back
                             # at once with a fresh one, from the last id.

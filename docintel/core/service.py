@@ -7,6 +7,7 @@ lifespan and calls it from routes; nothing here knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import uuid
@@ -193,6 +194,13 @@ class DocumentService:
     async def status(self, owner: str, document_id: str) -> Document:
         return await self.db.run(_owned, owner, document_id)
 
+    async def missing(self, owner: str, document_ids: Sequence[str]) -> builtins.list[str]:
+        """Which of these full ids are no longer the owner's documents (deleted).
+
+        A deletion writes no event (the document's events go with it), so a
+        stream that follows documents asks this when it is quiet."""
+        return await self.db.run(missing_documents, owner, document_ids)
+
     async def delete(self, owner: str, document_id: str) -> None:
         """Delete in any status; a worker holding it finds it gone and drops its result."""
 
@@ -260,6 +268,12 @@ def document_detail(owner: str, document_id: str) -> DocumentDetail:
     return DocumentDetail(
         document, events.history(document.id), analysis.as_dict() if analysis else None
     )
+
+
+def missing_documents(owner: str, document_ids: Sequence[str]) -> list[str]:
+    wanted = Document.id.in_(list(document_ids))
+    present = {d.id for d in Document.select(Document.id).where((Document.owner == owner) & wanted)}
+    return [i for i in document_ids if i not in present]
 
 
 def _owned(owner: str, document_id: str) -> Document:

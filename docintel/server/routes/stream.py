@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from docintel.core.config import Settings
+from docintel.core.db import utcnow
 from docintel.core.errors import BadRequest
 from docintel.core.events import EventFeed
 from docintel.core.service import DocumentService
@@ -106,6 +108,8 @@ STREAM_RESPONSES: Responses = {
 }
 
 
+#: (owner, full ids) → those of them deleted since: `DocumentService.missing`
+Missing = Callable[[str, list[str]], Awaitable[list[str]]]
 PING_INTERVAL = 15.0  # seconds without an event before a keep-alive comment
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -131,7 +135,12 @@ class EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, start: StreamRequest, feed: EventFeed, slots: StreamSlots, settings: Settings
+        self,
+        start: StreamRequest,
+        feed: EventFeed,
+        slots: StreamSlots,
+        settings: Settings,
+        missing: Missing,
     ) -> None:
         # Not Response.__init__: it would declare an empty body (Content-Length: 0),
         # and encode the same three headers again for every stream.
@@ -141,6 +150,7 @@ class EventStream(Response):
         self.start = start
         self.feed = feed
         self.slots = slots
+        self.missing = missing
         self.retry_ms = settings.stream_retry_ms
         self.send_timeout = settings.stream_send_timeout
         # The running stream's state: attributes, not closures' cells, which
@@ -176,12 +186,18 @@ class EventStream(Response):
             await send(_body(f"id: {start.after}\nretry: {self.retry_ms}\n\n".encode()))
             self._sending_since = None
             last = start.after
+            following = start.document_ids  # those not yet found deleted
             async for batch in events:
                 if batch:
                     last = batch[-1].id
                     chunk = "".join(
                         [f"event: status\ndata: {e.data}\nid: {e.id}\n\n" for e in batch]
                     ).encode()
+                elif following:
+                    # Quiet: were any of them deleted? A deletion writes no event.
+                    gone = await self.missing(start.user, following)
+                    following = [i for i in following if i not in gone]
+                    chunk = PING + b"".join([_deleted(i) for i in gone])
                 else:
                     chunk = PING
                 self._sending_since = loop.time()
@@ -232,6 +248,19 @@ class EventStream(Response):
         return f"event: reauth\ndata: {reauth_data(self.start)}\nid: {last}\n\n".encode()
 
 
+def _deleted(document_id: str) -> bytes:
+    """`event: deleted`, no id: the client's position in the log stays where it
+    was. Its data has a status event's fields, for clients that read only data."""
+    data = {
+        "document_id": document_id,
+        "status": "deleted",
+        "timestamp": utcnow(),
+        "filename": None,
+        "error": "The document was deleted.",
+    }
+    return f"event: deleted\ndata: {json.dumps(data)}\n\n".encode()
+
+
 def _body(chunk: bytes, more: bool = True) -> Message:
     return {"type": "http.response.body", "body": chunk, "more_body": more}
 
@@ -248,7 +277,8 @@ async def open_stream(connection: HTTPConnection) -> EventStream:
         query.getlist("document_id"),
         connection.headers.get("last-event-id") or query.get("last_event_id"),
     )
-    return EventStream(start, state.service.feed, state.stream_slots, state.settings)
+    service = state.service
+    return EventStream(start, service.feed, state.stream_slots, state.settings, service.missing)
 
 
 class StreamRoute(APIRoute):
