@@ -405,3 +405,12 @@ def test_upload_progress_follows_the_bytes_and_each_line_stands_alone(
     assert len(text) == 2, text
     for line, path in zip(text, files, strict=True):
         assert re.fullmatch(rf"accepted  {path.name}  [0-9a-f]{{32}}", line), text
+
+
+def test_ctrl_c_at_the_login_prompt_is_an_interruption(offline_server: ServerProcess) -> None:
+    env = {**os.environ, "DOCINTEL_URL": offline_server.url}
+    run = PtyRun(["login"], env, rows=24, cols=80)
+    run.read_until(lambda out: "Username" in out, timeout=30)
+    os.kill(run.pid, signal.SIGINT)
+    assert run.finish(timeout=30) == 130, run.output
+    assert "Aborted" not in run.output and "Traceback" not in run.output

@@ -217,6 +217,58 @@ def test_a_login_file_of_the_one_slot_kind_still_works(offline_server: ServerPro
         assert stranger.requests == []
 
 
+def test_a_hand_edited_login_file_is_no_login_and_login_mends_it(
+    offline_server: ServerProcess,
+) -> None:
+    path = Path(os.environ["DOCINTEL_CONFIG_DIR"]) / "login.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"default": 5, "url": [1], "logins": {"x": 3, "y": {"token": 4}}}))
+    listed = cli("list", "--url", offline_server.url)
+    assert listed.exit_code == 3 and "not logged in" in listed.stderr  # not a traceback
+    logged = cli("login", "--url", offline_server.url, "-u", "alice", "-p", "alice-pw")
+    assert logged.exit_code == 0, logged.output
+    assert cli("list").exit_code == 0
+
+
+def test_a_config_dir_that_is_a_file_is_one_line(
+    offline_server: ServerProcess, tmp_path: Path
+) -> None:
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("")
+    result = cli(
+        "login", "--url", offline_server.url, "-u", "alice", "-p", "alice-pw",
+        DOCINTEL_CONFIG_DIR=str(afile),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"docintel: cannot use {afile}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_login_without_a_terminal_or_a_username_says_so(offline_server: ServerProcess) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "docintel", "login", "--url", offline_server.url],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "docintel: no username on stdin to read: give it with -u\n"
+
+
+def test_a_data_dir_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "data"
+    afile.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "docintel", "serve", "--data-dir", str(afile)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr == f"docintel: The data dir {afile} is a file, not a folder.\n"
+
+
 def test_a_command_late_in_a_tokens_life_refreshes_and_stores_it(
     offline_server: ServerProcess,
 ) -> None:

@@ -125,7 +125,7 @@ def read_logins() -> Logins:
         return Logins()
     if not isinstance(raw, dict):
         return Logins()
-    if "logins" not in raw and raw.get("url"):  # the one-slot file of earlier versions
+    if "logins" not in raw and isinstance(raw.get("url"), str):  # earlier versions' one slot
         raw = {"default": raw["url"], "logins": {raw["url"]: raw}}
     logins = Logins()
     entries = raw.get("logins")
@@ -142,8 +142,9 @@ def read_logins() -> Logins:
                 issued_at=_number(entry.get("issued_at")),
                 expires_at=_number(entry.get("expires_at")),
             )
-    with contextlib.suppress(InvalidServerURL, TypeError):
-        logins.default = normalise_url(raw["default"]) if raw.get("default") else None
+    default = raw.get("default")
+    with contextlib.suppress(InvalidServerURL):  # a hand-edited file: no default then
+        logins.default = normalise_url(default) if isinstance(default, str) and default else None
     return logins
 
 

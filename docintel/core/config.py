@@ -116,6 +116,8 @@ class Settings:
                 "DOCINTEL_WORKERS=0 (the API only) needs DOCINTEL_DATABASE_URL: with the "
                 "embedded database, this process is the only one that can run the workers."
             )
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(f"The data dir {self.data_dir} is a file, not a folder.")
         if not 0 <= self.port <= 65535:
             raise ConfigError("DOCINTEL_PORT must be from 0 to 65535.")
         if self.max_upload_bytes < 1:

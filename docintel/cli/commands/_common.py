@@ -52,6 +52,11 @@ def handles_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ClientError as exc:
             raise fail(exc.message, exc.exit_code) from None
+        except OSError as exc:
+            # Local, since the client turns every network error into a ClientError:
+            # a config dir that is a file, a login file we may not write…
+            where = f"cannot use {exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}", 2) from None
         except KeyboardInterrupt:
             render.note("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None

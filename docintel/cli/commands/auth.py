@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from docintel.cli import render
-from docintel.cli.commands._common import JsonOption, UrlOption, handles_errors
+from docintel.cli.commands._common import JsonOption, UrlOption, fail, handles_errors
 
 
 @handles_errors
@@ -37,9 +38,9 @@ def login(
         api.check_server()
         known = logins.by_url.get(api.url)
         if username is None:
-            username = typer.prompt("Username", default=(known.username if known else None))
+            username = _ask("Username", default=(known.username if known else None))
         if password is None:
-            password = typer.prompt("Password", hide_input=True)
+            password = _ask("Password", hide_input=True)
         api.login(username, password)
         path = save_login(
             Login(
@@ -66,6 +67,18 @@ def login(
         f"Logged in to {render.escape(api.url)} as [bold]{render.escape(username)}[/]; "
         f"the token is valid until {until:%Y-%m-%d %H:%M %Z}."
     )
+
+
+def _ask(what: str, **kwargs: Any) -> str:
+    """A prompt whose Ctrl-C is an interruption (130), and whose end of input
+    (no terminal, nothing piped) is a usage error, not Click's "Aborted!" (1)."""
+    try:
+        return str(typer.prompt(what, **kwargs))
+    except typer.Abort:
+        if sys.stdin.isatty():
+            raise KeyboardInterrupt from None
+        flag = "-u" if what == "Username" else "-p"
+        raise fail(f"no {what.lower()} on stdin to read: give it with {flag}", 2) from None
 
 
 @handles_errors
