@@ -124,6 +124,20 @@ def test_no_files_is_400(alice: httpx.Client) -> None:
     assert response.json()["detail"]["code"] == "no_files"
 
 
+def test_a_body_that_is_not_multipart_is_400_and_one_log_line_at_most(
+    server: ServerProcess, alice: httpx.Client
+) -> None:
+    response = alice.post(
+        "/documents/upload",
+        content=b"garbage without a boundary",
+        headers={"Content-Type": "multipart/form-data; boundary=XB"},
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"]["code"] == "unreadable_file"
+    # The parser's own complaint does not reach the log bare, unformatted.
+    assert "Expected boundary character" not in server.log()
+
+
 def test_too_large_is_refused_while_streaming_without_keeping_anything(
     server: ServerProcess, alice: httpx.Client
 ) -> None:

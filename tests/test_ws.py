@@ -113,6 +113,8 @@ def test_refused_before_the_upgrade_without_a_valid_token(offline_server: Server
     # The access log redacts the token in a WebSocket's query as in a stream's.
     assert "/documents/ws?access_token=" in offline_server.log()
     assert token not in offline_server.log()
+    # A refusal is an answer, not an application error in the log.
+    assert "without completing handshake" not in offline_server.log()
 
 
 def test_another_users_token_sees_nothing_of_alices(offline_server: ServerProcess) -> None:

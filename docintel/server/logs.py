@@ -64,5 +64,8 @@ def configure(level: str = "INFO") -> dict[str, object]:
             "openai": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
             "httpx": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
             "pypdf": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+            # A malformed multipart body is a 400 of ours; the parser's own line
+            # about it would be one per request, in no format.
+            "python_multipart": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
         },
     }

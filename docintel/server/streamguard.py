@@ -26,6 +26,7 @@ log = logging.getLogger("docintel.server.stream")
 # deliberate drop from a bug.
 _dropped: contextvars.ContextVar[bool] = contextvars.ContextVar("dropped", default=False)
 INCOMPLETE = "ASGI callable returned without completing response."
+NO_HANDSHAKE = "ASGI callable returned without completing handshake."
 
 
 def drop_slow_client(scope: Scope, timeout: float) -> None:
@@ -42,11 +43,18 @@ def drop_slow_client(scope: Scope, timeout: float) -> None:
     _dropped.set(True)
 
 
+def refused_websocket() -> None:
+    """Says that a WebSocket was refused before its upgrade, with an HTTP answer
+    (a denial response): uvicorn's sans-I/O protocol reports that as a handshake
+    the application never completed, which `QuietDeliberateDrops` silences."""
+    _dropped.set(True)
+
+
 class QuietDeliberateDrops(logging.Filter):
     """uvicorn reports a response we ended on purpose as an error; it is not one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.msg == INCOMPLETE and _dropped.get())
+        return not (record.msg in (INCOMPLETE, NO_HANDSHAKE) and _dropped.get())
 
 
 class StreamSlots:

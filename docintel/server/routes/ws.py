@@ -32,7 +32,7 @@ from docintel.core.service import DocumentService
 from docintel.server.auth import Authenticator, stream_session_of
 from docintel.server.errors import error_response, headers_for, status_for
 from docintel.server.routes.stream import StreamRequest, begin_stream, reauth_data
-from docintel.server.streamguard import StreamSlots
+from docintel.server.streamguard import StreamSlots, refused_websocket
 
 router = APIRouter(tags=["stream"])
 log = logging.getLogger("docintel.server.stream")
@@ -78,6 +78,7 @@ async def _refuse(websocket: WebSocket, exc: DocintelError) -> None:
     """Before the upgrade: the client gets an HTTP answer it can read."""
     response = error_response(status_for(exc), exc.code, exc.message, headers_for(exc), exc.details)
     await websocket.send_denial_response(response)
+    refused_websocket()
 
 
 async def _stream(websocket: WebSocket, service: DocumentService, start: StreamRequest) -> None:
