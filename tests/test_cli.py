@@ -140,6 +140,14 @@ def test_expired_or_bad_token_exits_3(server: ServerProcess) -> None:
     )
 
 
+def test_https_to_a_plain_http_server_says_so(server: ServerProcess) -> None:
+    https = server.url.replace("http://", "https://", 1)
+    result = cli("login", "--url", https, "-u", "alice", "-p", "alice-pw")
+    assert result.exit_code == 3
+    (line,) = result.stderr.splitlines()
+    assert "did not complete a TLS handshake" in line and line.endswith(f"use {server.url}")
+
+
 def test_unreachable_server_and_bad_url_exit_3(server: ServerProcess) -> None:
     from tests.conftest import free_port
 

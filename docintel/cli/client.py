@@ -247,6 +247,14 @@ class Client:
             yield
         except httpx.TimeoutException:
             raise Unreachable(f"the server at {self.url} did not answer in time") from None
+        except httpx.ConnectError as exc:
+            if _tls_failed(exc):  # it answered, but not in TLS (or with a certificate we refuse)
+                raise Unreachable(
+                    f"the server at {self.url} did not complete a TLS handshake "
+                    f"({_tls_failed(exc)}) — if it serves plain HTTP, use "
+                    f"{self.url.replace('https://', 'http://', 1)}"
+                ) from None
+            raise unreachable(self.url) from None
         except (httpx.TransportError, httpx.InvalidURL):
             raise unreachable(self.url) from None
 
@@ -729,6 +737,16 @@ def _verify(url: str) -> ssl.SSLContext | bool:
     if url.startswith("https:"):
         return True
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _tls_failed(exc: BaseException) -> str | None:
+    """The TLS error behind a failed connection (its reason), if that was one."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return str(getattr(cause, "reason", None) or cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _printable(text: str, limit: int = 120) -> str:
