@@ -50,6 +50,17 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+def watch_process(url: str, token: str, *args: str) -> subprocess.Popen[str]:
+    """`docintel watch ARGS` in a process of its own, on `url` with `token`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "docintel", "watch", *args],
+        env={**os.environ, "DOCINTEL_URL": url, "DOCINTEL_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def config_dir() -> Path:
     return Path(os.environ["DOCINTEL_CONFIG_DIR"])
 
@@ -364,13 +375,7 @@ def test_watch_ends_when_a_document_it_follows_is_deleted(make_server: Any) -> N
         with server.client() as alice:
             [doc] = upload(alice, ("slow.txt", b"A slow one. It waits.")).json()["documents"]
             wait_status(alice, doc["id"], "analyzing")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "docintel", "watch", "--json", doc["id"][:8]],
-                env={**os.environ, "DOCINTEL_URL": server.url, "DOCINTEL_TOKEN": token},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            proc = watch_process(server.url, token, "--json", doc["id"][:8])
             assert proc.stdout is not None
             try:
                 assert json.loads(proc.stdout.readline())["status"] == "pending"  # it follows
@@ -421,13 +426,7 @@ def test_watch_waits_out_the_servers_stream_cap(make_server: Any) -> None:
     )
     other = held.__enter__()  # alice's one stream
     assert other.status_code == 200
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "docintel", "watch", "--json", "--since", "0"],
-        env={**os.environ, "DOCINTEL_URL": server.url, "DOCINTEL_TOKEN": token},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = watch_process(server.url, token, "--json", "--since", "0")
     assert proc.stdout is not None and proc.stderr is not None
     try:
         note = proc.stderr.readline()
@@ -464,13 +463,7 @@ def test_watch_reconnects_with_last_event_id(make_server: Any) -> None:
         wait_terminal(c, [one["id"]])
     since = _last_event_id(first, token)  # --since: no race with the first connection
     with Relay(first.port) as relay:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "docintel", "watch", "--json", "--since", str(since)],
-            env={**os.environ, "DOCINTEL_URL": relay.url, "DOCINTEL_TOKEN": token},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = watch_process(relay.url, token, "--json", "--since", str(since))
         assert proc.stdout is not None
         try:
             with api(first) as c:

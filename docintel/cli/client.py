@@ -248,13 +248,13 @@ class Client:
         except httpx.TimeoutException:
             raise Unreachable(f"the server at {self.url} did not answer in time") from None
         except httpx.ConnectError as exc:
-            if _tls_failed(exc):  # it answered, but not in TLS (or with a certificate we refuse)
-                raise Unreachable(
-                    f"the server at {self.url} did not complete a TLS handshake "
-                    f"({_tls_failed(exc)}) — if it serves plain HTTP, use "
-                    f"{self.url.replace('https://', 'http://', 1)}"
-                ) from None
-            raise unreachable(self.url) from None
+            reason = _tls_failed(exc)  # it answered, but not in TLS (or with a refused certificate)
+            if reason is None:
+                raise unreachable(self.url) from None
+            raise Unreachable(
+                f"the server at {self.url} did not complete a TLS handshake ({reason}) — "
+                f"if it serves plain HTTP, use {self.url.replace('https://', 'http://', 1)}"
+            ) from None
         except (httpx.TransportError, httpx.InvalidURL):
             raise unreachable(self.url) from None
 
